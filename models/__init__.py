@@ -1,0 +1,1 @@
+"""Face detection models: our network (`models.facedet`) and its runtimes (`models.runtimes`)."""

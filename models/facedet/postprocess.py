@@ -1,0 +1,93 @@
+"""Score threshold, NMS and top-k: one implementation in numpy (serving) and one in torch
+(training/evaluation on GPU); tests/test_postprocess.py proves they agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """One image's faces in the pixel space they were computed in."""
+
+    boxes: np.ndarray  # (K, 4) xyxy
+    scores: np.ndarray  # (K,)
+    landmarks: np.ndarray | None = None  # (K, 10) or None
+    truncated: int = 0  # faces dropped by max_detections
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, landmarks: bool = True) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                   np.zeros((0, 10), np.float32) if landmarks else None)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.5
+    nms_iou: float = 0.4
+    pre_nms_topk: int = 5000
+    max_detections: int = 750  # WIDER crowds exceed 100 faces; truncation is counted, never silent
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices in descending score order (ties: lower index first)."""
+    if len(boxes) == 0:
+        return np.zeros((0,), np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[ov <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess(scores: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None,
+                cfg: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
+    """Batch of flat network outputs -> per-image Detections (network input pixels)."""
+    out = []
+    for i in range(scores.shape[0]):
+        s = scores[i]
+        idx = np.nonzero(s >= cfg.score_threshold)[0]
+        if idx.size > cfg.pre_nms_topk:
+            idx = idx[np.argsort(-s[idx], kind="stable")[: cfg.pre_nms_topk]]
+        b, sc = boxes[i, idx].astype(np.float32), s[idx].astype(np.float32)
+        k = None if landmarks is None else landmarks[i, idx].astype(np.float32)
+        keep = nms(b, sc, cfg.nms_iou)
+        truncated = max(0, keep.size - cfg.max_detections)
+        keep = keep[: cfg.max_detections]
+        out.append(Detections(b[keep], sc[keep], None if k is None else k[keep], truncated))
+    return out
+
+
+def postprocess_torch(scores, boxes, landmarks, cfg: PostprocessConfig = PostprocessConfig()) -> list[Detections]:
+    """Same contract as `postprocess` on torch tensors (any device)."""
+    import torch
+    from torchvision.ops import nms as tv_nms
+
+    out = []
+    for i in range(scores.shape[0]):
+        s = scores[i]
+        idx = torch.nonzero(s >= cfg.score_threshold).flatten()
+        if idx.numel() > cfg.pre_nms_topk:
+            idx = idx[torch.argsort(-s[idx], stable=True)[: cfg.pre_nms_topk]]
+        b, sc = boxes[i, idx].float(), s[idx].float()
+        keep = tv_nms(b, sc, cfg.nms_iou)
+        truncated = max(0, keep.numel() - cfg.max_detections)
+        keep = keep[: cfg.max_detections]
+        k = None if landmarks is None else landmarks[i, idx][keep].float().cpu().numpy()
+        out.append(Detections(b[keep].cpu().numpy(), sc[keep].cpu().numpy(), k, truncated))
+    return out

@@ -1,0 +1,59 @@
+"""Letterbox: resize keeping aspect so the long side is `input_size`, pad right/bottom to a multiple
+of the largest stride. Boxes map back with `Letterbox.to_original`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+PAD_VALUE = 0  # training pads crops with the same value
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    scale: float  # input pixels per original pixel
+    width: int  # original size
+    height: int
+
+    def to_original(self, boxes: np.ndarray, landmarks: np.ndarray | None = None):
+        """Boxes (K, 4) xyxy and landmarks (K, 10) from network input pixels to original pixels."""
+        b = boxes / self.scale
+        b[:, 0::2] = b[:, 0::2].clip(0, self.width)
+        b[:, 1::2] = b[:, 1::2].clip(0, self.height)
+        k = None if landmarks is None else landmarks / self.scale
+        return b, k
+
+
+def padded_size(w: int, h: int, input_size: int, multiple: int = 32) -> tuple[float, int, int, int, int]:
+    """scale, resized w/h, padded w/h."""
+    scale = input_size / max(w, h)
+    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
+    pw = -(-rw // multiple) * multiple
+    ph = -(-rh // multiple) * multiple
+    return scale, rw, rh, pw, ph
+
+
+def letterbox(image: np.ndarray, input_size: int = 640, multiple: int = 32) -> tuple[np.ndarray, Letterbox]:
+    """BGR uint8 HxWx3 -> padded BGR uint8 and the mapping back."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a BGR image HxWx3, got shape {image.shape}")
+    h, w = image.shape[:2]
+    scale, rw, rh, pw, ph = padded_size(w, h, input_size, multiple)
+    resized = image if (rw, rh) == (w, h) else cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    out = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
+    out[:rh, :rw] = resized
+    # exact scale per axis differs by rounding; use the mean so boxes round-trip within a pixel
+    return out, Letterbox(scale=(rw / w + rh / h) / 2, width=w, height=h)
+
+
+def make_batch(images: list[np.ndarray], input_size: int = 640, multiple: int = 32):
+    """Letterbox every image and pad all to one shape: float32 NCHW BGR 0..255, and the mappings."""
+    boxed = [letterbox(im, input_size, multiple) for im in images]
+    H = max(b.shape[0] for b, _ in boxed)
+    W = max(b.shape[1] for b, _ in boxed)
+    batch = np.full((len(images), 3, H, W), PAD_VALUE, dtype=np.float32)
+    for i, (b, _) in enumerate(boxed):
+        batch[i, :, : b.shape[0], : b.shape[1]] = b.transpose(2, 0, 1)
+    return batch, [lb for _, lb in boxed]
