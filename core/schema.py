@@ -31,12 +31,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
 
-class Transport(str, Enum):
+class Transport(str, Enum):  # noqa: UP042 (str mixin kept: str() stays "Class.member")
     tcp = "tcp"
     udp = "udp"
 
 
-class PayloadCodec(str, Enum):
+class PayloadCodec(str, Enum):  # noqa: UP042 (str mixin kept: str() stays "Class.member")
     jpeg = "jpeg"
     raw = "raw"  # BGR24, row-major, width*height*3 bytes
 
@@ -139,7 +139,7 @@ def event_id_for(camera_id: str, seq: int, run_id: str | None = None) -> str:
     return f"{camera_id}:{run_id}:{seq}" if run_id else f"{camera_id}:{seq}"
 
 
-class CameraState(str, Enum):
+class CameraState(str, Enum):  # noqa: UP042 (str mixin kept: str() stays "Class.member")
     connecting = "connecting"
     online = "online"
     stalled = "stalled"
@@ -148,7 +148,7 @@ class CameraState(str, Enum):
     error = "error"
 
 
-class ErrorReason(str, Enum):
+class ErrorReason(str, Enum):  # noqa: UP042 (str mixin kept: str() stays "Class.member")
     none = ""
     auth = "auth"
     not_found = "not_found"

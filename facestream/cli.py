@@ -1,0 +1,44 @@
+"""The ``facestream`` command line.
+
+Adding a command: write ``facestream/commands/<name>.py`` defining a click command or group
+(see ``facestream/commands/config.py``), then add ONE line below, e.g.::
+
+    from facestream.commands.worker import worker
+    main.add_command(worker)
+
+Inside a command, ``get_app(ctx).settings`` is the validated Settings (see facestream/commands/_common.py).
+"""
+
+from __future__ import annotations
+
+import click
+
+from facestream import __version__
+from facestream.commands._common import LOG_LEVELS, init_app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="facestream")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Override FACESTREAM_LOG__LEVEL.",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None) -> None:
+    """Real-time face detection for camera fleets: RTSP ingest -> Redis -> batched detector workers.
+
+    Configuration comes from FACESTREAM_* environment variables (see `facestream config show`).
+    """
+    init_app(ctx, log_level)
+
+
+# -- commands: one import + one add_command line each -------------------------------------------------
+from facestream.commands.config import config  # noqa: E402
+
+main.add_command(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
