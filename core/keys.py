@@ -67,6 +67,10 @@ class Keys:
         """STREAM of a replay run's events (kept for evaluation)."""
         return f"{self.prefix}:run:{run_id}:events"
 
+    def event_guard(self, event_id: str) -> str:
+        """STRING (SET NX PX): idempotency guard of a published event id (worker; TTL'd)."""
+        return f"{self.prefix}:event:{event_id}"
+
     def run_info(self, run_id: str) -> str:
         """HASH: replay run summary (frames decoded/published, camera, file, started/ended)."""
         return f"{self.prefix}:run:{run_id}"

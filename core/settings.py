@@ -154,6 +154,17 @@ class WorkerSettings(_Section):
     nms_iou: float = Field(0.4, gt=0.0, le=1.0, description="NMS IoU threshold")
     max_detections: int = Field(200, ge=1, le=10_000, description="detections kept per frame")
     worker_id: str = Field("", description="consumer name in the group ('' = host:pid)")
+    max_frame_age_ms: int = Field(
+        0, ge=0, le=600_000,
+        description="live frames older than this at pickup are dropped as stale (0: ingest.max_frame_age_ms)",
+    )
+    event_guard_ttl_ms: int = Field(
+        600_000, ge=0, le=86_400_000,
+        description="TTL of the per-event-id idempotency guard key (0: off; XACK still guards redeliveries)",
+    )
+    heartbeat_interval_ms: int = Field(
+        2_000, ge=100, le=60_000, description="period of the worker heartbeat hash and lag sampling"
+    )
 
 
 class LogSettings(_Section):
