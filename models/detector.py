@@ -1,0 +1,270 @@
+"""The one way to run the face detector: weights -> runtime -> letterbox -> infer -> NMS -> original pixels.
+
+    det = load_detector(runtime="auto", weights=None)   # shipped models/weights/fsdet-m.safetensors
+    det.info                                            # core.schema.ModelInfo
+    det.detect([bgr_uint8_image, ...])                  # list[Detections] in each image's original pixels
+
+The worker, the evaluator and the CLI all use this API.
+
+Batching and padding: every image is letterboxed (long side -> input_size, aspect kept, image top-left,
+zero pad right/bottom to a multiple of 32). Images whose padded shapes differ are NOT padded further to a
+common shape: the extra zero pad would sit where a lone image sees the convolutions' implicit border, and
+features near the right/bottom edge would change. Instead `detect` runs one batch per padded shape
+(camera fleets send one or a few resolutions, so this costs nothing in practice), which makes
+`detect(batch)[i] == detect([frame_i])` hold up to float noise for any mix of shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.schema import ModelInfo
+from models.facedet.config import DetectorConfig
+from models.facedet.postprocess import Detections, PostprocessConfig, postprocess
+from models.facedet.preprocess import Letterbox, letterbox
+from models.facedet.weights import (
+    HOW_TO_GET_WEIGHTS,
+    MissingWeightsError,
+    ModelFileError,
+    WeightsMeta,
+    default_weights_path,
+    file_sha256,
+    read_meta,
+    require_weights,
+)
+from models.runtimes.base import Runtime, RuntimeUnavailable, cuda_available, tensorrt_importable
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "torch", "onnx", "tensorrt")
+DEFAULT_THRESHOLD = 0.5
+
+__all__ = [
+    "HOW_TO_GET_WEIGHTS", "RUNTIMES", "Detections", "Detector", "MissingWeightsError", "ModelFileError",
+    "RuntimeUnavailable", "default_weights_path", "load_detector", "pick_runtime",
+]
+
+
+@dataclass
+class Detector:
+    runtime: Runtime
+    meta: WeightsMeta
+    post: PostprocessConfig
+    input_size: int
+    info: ModelInfo
+
+    @property
+    def config(self) -> DetectorConfig:
+        return self.meta.config
+
+    @property
+    def threshold(self) -> float:
+        return self.post.score_threshold
+
+    # -- stages (the worker may time them separately) --------------------------------------------------
+
+    def preprocess(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, list[int], list[Letterbox]]]:
+        """Letterbox and group by padded shape: [(batch float32 NCHW, image indices, letterboxes)]."""
+        groups: dict[tuple[int, int], list[tuple[int, np.ndarray, Letterbox]]] = defaultdict(list)
+        for i, im in enumerate(images):
+            if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.size == 0:
+                shape = getattr(im, "shape", type(im).__name__)
+                raise ValueError(f"image {i}: expected a BGR uint8 HxWx3 array, got {shape}")
+            if im.dtype != np.uint8:
+                raise ValueError(f"image {i}: expected dtype uint8, got {im.dtype}")
+            boxed, lb = letterbox(im, self.input_size, self.config.pad_multiple)
+            groups[boxed.shape[:2]].append((i, boxed, lb))
+        out = []
+        cap = self.runtime.max_batch or len(images) or 1
+        for (h, w), items in groups.items():
+            for start in range(0, len(items), cap):
+                chunk = items[start:start + cap]
+                batch = np.empty((len(chunk), 3, h, w), np.float32)
+                for j, (_, boxed, _) in enumerate(chunk):
+                    batch[j] = boxed.transpose(2, 0, 1)
+                out.append((batch, [c[0] for c in chunk], [c[2] for c in chunk]))
+        return out
+
+    def postprocess(self, outputs, letterboxes: list[Letterbox]) -> list[Detections]:
+        scores, boxes, landmarks = outputs
+        dets = postprocess(scores, boxes, landmarks if self.config.landmarks else None, self.post)
+        for d, lb in zip(dets, letterboxes, strict=True):
+            d.boxes, d.landmarks = lb.to_original(d.boxes, d.landmarks)
+        return dets
+
+    def detect(self, images: list[np.ndarray], timings: dict | None = None) -> list[Detections]:
+        """Faces per image, boxes xyxy and landmarks in the image's original pixels.
+
+        `timings`, when given, accumulates preprocess_ms / infer_ms / postprocess_ms.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise TypeError("detect() takes a list of images; wrap a single image as [image]")
+        images = list(images)
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        groups = self.preprocess(images)
+        t1 = time.perf_counter()
+        results: list[Detections | None] = [None] * len(images)
+        t_inf = t_post = 0.0
+        for batch, idx, lbs in groups:
+            a = time.perf_counter()
+            outs = self.runtime.infer(batch)
+            b = time.perf_counter()
+            for i, d in zip(idx, self.postprocess(outs, lbs), strict=True):
+                results[i] = d
+            t_inf += b - a
+            t_post += time.perf_counter() - b
+        if timings is not None:
+            timings["preprocess_ms"] = timings.get("preprocess_ms", 0.0) + 1e3 * (t1 - t0)
+            timings["infer_ms"] = timings.get("infer_ms", 0.0) + 1e3 * t_inf
+            timings["postprocess_ms"] = timings.get("postprocess_ms", 0.0) + 1e3 * t_post
+        return results  # type: ignore[return-value]
+
+    __call__ = detect
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+
+def pick_runtime(runtime: str = "auto", device: str | None = None) -> str:
+    """auto: tensorrt (importable + CUDA) > onnx (onnxruntime importable) > torch."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime != "auto":
+        return runtime
+    wants_cpu = device is not None and str(device) == "cpu"
+    if not wants_cpu and tensorrt_importable() and cuda_available():
+        return "tensorrt"
+    try:
+        import onnxruntime  # noqa: F401
+
+        return "onnx"
+    except ImportError:
+        return "torch"
+
+
+def default_cache_dir() -> Path:
+    """Where exported ONNX files and TensorRT engines are cached (first writable of ~/.cache, tmp)."""
+    for base in (Path.home() / ".cache", Path(tempfile.gettempdir())):
+        d = base / "facestream" / "models"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if os.access(d, os.W_OK):
+                return d
+        except OSError:
+            continue
+    raise ModelFileError("no writable cache directory for exported models (tried ~/.cache and the temp dir)")
+
+
+def onnx_for_weights(weights: Path, meta: WeightsMeta, cache_dir: Path | None = None) -> Path:
+    """An ONNX export of exactly these weights: the sibling .onnx when its weights_sha256 matches,
+    else a cached export (built once under a file lock)."""
+    from filelock import FileLock
+
+    from models.facedet.export import export_onnx, read_onnx_meta
+
+    sibling = weights.with_suffix(".onnx")
+    if sibling.is_file():
+        try:
+            if read_onnx_meta(sibling)[0].sha256 == meta.sha256:
+                return sibling
+            log.warning("%s was exported from other weights (sha mismatch); exporting afresh", sibling)
+        except ModelFileError as exc:
+            log.warning("ignoring %s: %s", sibling, exc)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{meta.name}-{meta.sha256[:16]}.onnx"
+    with FileLock(str(target) + ".lock"):
+        if not target.is_file():
+            log.info("exporting %s to %s", weights, target)
+            export_onnx(weights, target)
+    return target
+
+
+def _weights_for_onnx(onnx_path: Path, meta: WeightsMeta) -> Path:
+    sibling = onnx_path.with_suffix(".safetensors")
+    if sibling.is_file() and file_sha256(sibling) == meta.sha256:
+        return sibling
+    raise ModelFileError(
+        f"the torch runtime needs .safetensors weights; {onnx_path} is ONNX and no matching "
+        f"{sibling.name} lies beside it. Pass the .safetensors file, or use runtime='onnx'."
+    )
+
+
+def load_detector(
+    runtime: str = "auto",
+    weights: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    nms_iou: float = 0.4,
+    max_detections: int = 750,
+    device: str | None = None,
+    input_size: int | None = None,
+    *,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **runtime_options,
+) -> Detector:
+    """Load weights (.safetensors or .onnx; default the shipped fsdet-m) on a runtime.
+
+    threshold: None -> the weights' shipped threshold, else 0.5. device: None/"auto", "cpu", "cuda[:N]".
+    threads: ONNX Runtime intra-op threads (CPU). runtime_options go to the runtime's constructor
+    (torch: fp16, channels_last, cuda_graphs; tensorrt: precision, max_batch, opt_batch, ...).
+    Raises MissingWeightsError (with how to get weights) when there are none, ModelFileError for a bad file,
+    RuntimeUnavailable when the runtime cannot run here.
+    """
+    if device == "auto":
+        device = None
+    kind = pick_runtime(runtime, device)
+    wpath = require_weights(weights)
+    is_onnx = wpath.suffix.lower() == ".onnx"
+    if is_onnx:
+        from models.facedet.export import read_onnx_meta
+
+        meta, _ = read_onnx_meta(wpath)
+    else:
+        meta = read_meta(wpath)
+    cfg = meta.config
+    size = int(input_size or cfg.input_size)
+    if size <= 0 or size % cfg.pad_multiple:
+        raise ValueError(f"input_size must be a positive multiple of {cfg.pad_multiple}, got {size}")
+
+    rt: Runtime
+    if kind == "torch":
+        from models.facedet.weights import load_model
+        from models.runtimes.torch_rt import TorchRuntime
+
+        model, meta = load_model(_weights_for_onnx(wpath, meta) if is_onnx else wpath)
+        rt = TorchRuntime(model, device=device, **runtime_options)
+    elif kind == "onnx":
+        from models.runtimes.onnx_rt import OnnxRuntime
+
+        onnx_path = wpath if is_onnx else onnx_for_weights(wpath, meta, cache_dir)
+        rt = OnnxRuntime(onnx_path, device=device, threads=threads, **runtime_options)
+    else:
+        from models.runtimes.tensorrt_rt import TensorRTRuntime
+
+        onnx_path = wpath if is_onnx else onnx_for_weights(wpath, meta, cache_dir)
+        rt = TensorRTRuntime(onnx_path, device=device, cache_dir=cache_dir or default_cache_dir(),
+                             max_side=size, **runtime_options)
+
+    if threshold is None:
+        threshold = meta.threshold if meta.threshold is not None else DEFAULT_THRESHOLD
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    post = PostprocessConfig(score_threshold=float(threshold), nms_iou=float(nms_iou),
+                             max_detections=int(max_detections))
+    info = ModelInfo(name=meta.name, version=meta.version, sha256=meta.sha256, runtime=rt.name,
+                     precision=rt.precision, input_size=size)
+    return Detector(runtime=rt, meta=meta, post=post, input_size=size, info=info)
