@@ -38,6 +38,9 @@ def main(ctx: click.Context, log_level: str | None) -> None:
 from facestream.commands.config import config  # noqa: E402
 
 main.add_command(config)
+from facestream.commands.train import train  # noqa: E402
+
+main.add_command(train)
 
 
 if __name__ == "__main__":  # pragma: no cover

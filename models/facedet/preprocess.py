@@ -40,7 +40,7 @@ def letterbox(image: np.ndarray, input_size: int = 640, multiple: int = 32) -> t
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a BGR image HxWx3, got shape {image.shape}")
     h, w = image.shape[:2]
-    scale, rw, rh, pw, ph = padded_size(w, h, input_size, multiple)
+    _, rw, rh, pw, ph = padded_size(w, h, input_size, multiple)
     resized = image if (rw, rh) == (w, h) else cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     out = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
     out[:rh, :rw] = resized

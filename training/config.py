@@ -1,0 +1,61 @@
+"""Typed training config, read from a TOML file. Every run writes the resolved config beside it."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.facedet.config import VARIANTS
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: str
+    labels: str
+    weight: float = Field(1.0, gt=0)
+    fill: str | None = None
+    fill_as: str = Field("ignore", pattern="^(ignore|label)$")
+    min_score: float = Field(0.5, ge=0, le=1)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variant: str = "fsdet-m"
+    sources: list[Source]
+    out: str = "runs/fsdet-m"
+    epochs: int = Field(100, ge=1)
+    batch: int = Field(32, ge=1)
+    canvas: int = Field(640, ge=64)
+    window: int = Field(320, ge=64)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_iters: int = Field(300, ge=0)
+    min_lr_ratio: float = Field(0.02, ge=0, le=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    box_weight: float = 2.0
+    landmark_weight: float = 0.1
+    workers: int = Field(1, ge=0)
+    threads: int = Field(2, ge=1)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    dev_fraction: float = Field(0.05, ge=0, lt=0.5)
+    eval_every: int = Field(5, ge=1, description="epochs between dev evaluations")
+    checkpoint_every_s: float = Field(300, gt=0)
+    max_hours: float | None = Field(None, gt=0, description="stop (resumably) after this much wall time")
+
+    def check(self) -> TrainConfig:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
+        if self.window > self.canvas:
+            raise ValueError(f"window ({self.window}) must be <= canvas ({self.canvas})")
+        return self
+
+
+def load_config(path: str | Path, **overrides) -> TrainConfig:
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**raw).check()

@@ -1,0 +1,128 @@
+"""Augmentation for small-face training, in uint8 and one affine warp per sample.
+
+A random square crop of 0.3-2x the short side is scaled to the `canvas` (640: the serving input),
+then a `window` (e.g. 320) is cut from it: the face-scale distribution of 640 training at a quarter
+of the pixels. Faces cut by the window or too small to learn become ignore regions, not negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CROP_SCALES = np.array([0.3, 0.45, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0])
+FLIP_LANDMARKS = [1, 0, 2, 4, 3]  # left/right eye and mouth corners swap under a horizontal flip
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    canvas: int = 640
+    window: int = 320
+    min_face: float = 3.0  # px after scaling; smaller faces are ignored
+    min_visible: float = 0.5  # fraction of a face inside the window; less is ignored
+    face_window_prob: float = 0.85  # centre the window near a face this often
+    flip_prob: float = 0.5
+    photometric_prob: float = 0.8
+    blur_prob: float = 0.05
+    gray_prob: float = 0.05
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # HxWx3 BGR uint8
+    boxes: np.ndarray  # (M, 4) xyxy float32
+    ignore: np.ndarray  # (M,) bool
+    landmarks: np.ndarray  # (M, 10) float32, NaN where absent
+
+
+def random_crop_affine(
+    w: int, h: int, boxes: np.ndarray, ignore: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, bool]:
+    """2x3 affine (original -> window pixels) and whether it flips."""
+    side = float(min(w, h)) * float(rng.choice(CROP_SCALES))
+    x0 = rng.uniform(0, w - side) if side < w else rng.uniform(w - side, 0)
+    y0 = rng.uniform(0, h - side) if side < h else rng.uniform(h - side, 0)
+    s = cfg.canvas / side
+    win = cfg.window
+    wx = wy = 0.0
+    if win < cfg.canvas:
+        room = cfg.canvas - win
+        keep = np.nonzero(~ignore)[0]
+        if keep.size and rng.random() < cfg.face_window_prob:
+            b = boxes[rng.choice(keep)]
+            cx, cy = ((b[0] + b[2]) / 2 - x0) * s, ((b[1] + b[3]) / 2 - y0) * s
+            wx = float(np.clip(cx - win * rng.uniform(0.2, 0.8), 0, room))
+            wy = float(np.clip(cy - win * rng.uniform(0.2, 0.8), 0, room))
+        else:
+            wx, wy = rng.uniform(0, room), rng.uniform(0, room)
+    flip = rng.random() < cfg.flip_prob
+    m = np.array([[s, 0, -x0 * s - wx], [0, s, -y0 * s - wy]], dtype=np.float64)
+    if flip:
+        m[0] = -m[0]
+        m[0, 2] += win
+    return m, flip
+
+
+def transform_targets(
+    boxes: np.ndarray, ignore: np.ndarray, landmarks: np.ndarray, m: np.ndarray, flip: bool, cfg: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(boxes) == 0:
+        return boxes.reshape(0, 4), ignore.reshape(0), landmarks.reshape(0, 10)
+    sx, tx, ty = m[0, 0], m[0, 2], m[1, 2]
+    s = abs(sx)
+    xs = boxes[:, [0, 2]] * sx + tx
+    ys = boxes[:, [1, 3]] * s + ty
+    b = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1).astype(np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    win = cfg.window
+    c = b.copy()
+    c[:, 0::2] = c[:, 0::2].clip(0, win)
+    c[:, 1::2] = c[:, 1::2].clip(0, win)
+    vis = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
+    keep = vis > 0
+    frac = vis / np.maximum(area, 1e-6)
+    small = np.minimum(c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]) < cfg.min_face
+    ign = ignore | (frac < cfg.min_visible) | small
+    lm = landmarks.reshape(-1, 5, 2).copy()
+    lm[..., 0] = lm[..., 0] * sx + tx
+    lm[..., 1] = lm[..., 1] * s + ty
+    if flip:
+        lm = lm[:, FLIP_LANDMARKS]
+    return c[keep], ign[keep], lm.reshape(-1, 10)[keep].astype(np.float32)
+
+
+def photometric(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Brightness/contrast through a uint8 lookup table, saturation/hue in HSV, rare gray and blur."""
+    if rng.random() < cfg.photometric_prob:
+        contrast = rng.uniform(0.6, 1.4)
+        bright = rng.uniform(-32, 32)
+        lut = np.clip(np.arange(256, dtype=np.float32) * contrast + bright + 128 * (1 - contrast), 0, 255)
+        img = cv2.LUT(img, lut.astype(np.uint8))
+        if rng.random() < 0.5:
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(rng.integers(-9, 10))) % 180).astype(np.uint8)
+            sat = np.clip(np.arange(256) * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)
+            hsv[..., 1] = sat[hsv[..., 1]]
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if rng.random() < cfg.gray_prob:
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    if rng.random() < cfg.blur_prob:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    return img
+
+
+def augment(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    ignore: np.ndarray,
+    landmarks: np.ndarray,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+) -> Sample:
+    h, w = img.shape[:2]
+    m, flip = random_crop_affine(w, h, boxes, ignore, cfg, rng)
+    out = cv2.warpAffine(img, m, (cfg.window, cfg.window), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    b, ign, lm = transform_targets(boxes, ignore, landmarks, m, flip, cfg)
+    return Sample(photometric(out, cfg, rng), b, ign, lm)

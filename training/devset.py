@@ -1,0 +1,61 @@
+"""Dev-split AP (IoU 0.5, VOC) during training: a held-out part of the training sources, never the
+WIDER evaluation images, so model selection does not tune on the evaluation set."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from models.facedet import PostprocessConfig, make_batch, postprocess_torch
+
+from .evaluate.metrics import iou_xyxy, voc_ap
+
+
+def average_precision(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[tuple[np.ndarray, np.ndarray]],
+                      iou: float = 0.5) -> float:
+    """dets: per image (boxes, scores); gts: per image (boxes, ignore). Matches to ignored faces
+    count as neither TP nor FP."""
+    scores, tps = [], []
+    n_faces = 0
+    for (b, s), (g, ig) in zip(dets, gts, strict=True):
+        n_faces += int((~ig).sum())
+        order = np.argsort(-s, kind="stable")
+        b, s = b[order], s[order]
+        used = np.zeros(len(g), bool)
+        ov = iou_xyxy(b, g) if len(g) and len(b) else np.zeros((len(b), len(g)))
+        for k in range(len(b)):
+            j = int(ov[k].argmax()) if len(g) else -1
+            if j >= 0 and ov[k, j] >= iou:
+                if ig[j]:
+                    continue
+                tps.append(not used[j])
+                used[j] = True
+            else:
+                tps.append(False)
+            scores.append(s[k])
+    if not scores or n_faces == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.asarray(tps, np.float64)[order]
+    ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
+    return voc_ap(ctp / n_faces, ctp / np.maximum(ctp + cfp, 1e-9))
+
+
+@torch.no_grad()
+def evaluate_dev(model: torch.nn.Module, records, device=None, input_size: int = 640) -> float:
+    model.eval()
+    device = device or next(model.parameters()).device
+    pp = PostprocessConfig(score_threshold=0.02, nms_iou=0.4)
+    dets, gts = [], []
+    for r in records:
+        img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        batch, (lb,) = make_batch([img], input_size)
+        s, b, _ = model(torch.from_numpy(batch).to(device))
+        d = postprocess_torch(s, b, None, pp)[0]
+        boxes, _ = lb.to_original(d.boxes)
+        dets.append((boxes, d.scores))
+        gts.append((r.boxes, r.ignore))
+    return average_precision(dets, gts)
