@@ -162,6 +162,7 @@ class WorkerSettings(_Section):
         600_000, ge=0, le=86_400_000,
         description="TTL of the per-event-id idempotency guard key (0: off; XACK still guards redeliveries)",
     )
+    weights: str = Field("", description="detector weights file ('' = the shipped default weights)")
     heartbeat_interval_ms: int = Field(
         2_000, ge=100, le=60_000, description="period of the worker heartbeat hash and lag sampling"
     )
