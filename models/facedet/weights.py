@@ -128,7 +128,7 @@ def save_weights(model, path: str | os.PathLike, **meta) -> Path:
 
     Keyword metadata: name, version, trained_on, threshold, plus any extra key (stored as str).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     cfg: DetectorConfig = model.cfg
@@ -145,11 +145,21 @@ def save_weights(model, path: str | os.PathLike, **meta) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(state, str(tmp), metadata=wm.to_metadata())
+        tmp.write_bytes(_canonical(save(state, metadata=wm.to_metadata())))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _canonical(blob: bytes) -> bytes:
+    """Re-serialise the safetensors header with sorted keys: safetensors writes its metadata map in hash
+    order, so identical weights would otherwise get different file hashes (and model sha256s)."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + blob[8 + n:]
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
