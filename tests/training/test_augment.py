@@ -1,0 +1,46 @@
+"""Augmentation keeps boxes and pixels consistent; cut and tiny faces become ignore regions."""
+
+import numpy as np
+
+from training.data.augment import AugmentConfig, augment, transform_targets
+
+
+def test_boxes_follow_the_pixels():
+    img = np.zeros((480, 640, 3), np.uint8)
+    box = np.array([[200, 150, 280, 250]], np.float32)
+    img[150:250, 200:280] = 255
+    cfg = AugmentConfig(canvas=640, window=320, photometric_prob=0, blur_prob=0, gray_prob=0, face_window_prob=1)
+    checked = 0
+    for seed in range(20):
+        s = augment(img, box, np.zeros(1, bool), np.full((1, 10), np.nan, np.float32), cfg,
+                    np.random.default_rng(seed))
+        assert s.image.shape == (320, 320, 3)
+        if len(s.boxes) and not s.ignore[0]:
+            x1, y1, x2, y2 = s.boxes[0]
+            inner = s.image[int(y1) + 2 : int(y2) - 2, int(x1) + 2 : int(x2) - 2]
+            if inner.size:
+                assert inner.mean() > 200  # inside the box: the white square
+            mask = s.image[..., 0] > 128
+            ys, xs = np.nonzero(mask)
+            assert xs.min() >= x1 - 2 and xs.max() <= x2 + 2 and ys.min() >= y1 - 2 and ys.max() <= y2 + 2
+            checked += 1
+    assert checked >= 10
+
+
+def test_flip_mirrors_boxes_and_swaps_landmarks():
+    cfg = AugmentConfig(canvas=100, window=100)
+    m = np.array([[-1.0, 0, 100], [0, 1.0, 0]])  # pure horizontal flip of a 100 px canvas
+    lm = np.array([[30, 40, 60, 40, 45, 55, 35, 70, 55, 70]], np.float32)  # left eye first
+    b, _ign, out = transform_targets(np.array([[20, 30, 70, 80]], np.float32), np.zeros(1, bool), lm, m, True, cfg)
+    np.testing.assert_allclose(b[0], [30, 30, 80, 80])
+    # after the flip the first landmark (left eye) is the mirrored right eye: x = 100 - 60
+    assert out[0, 0] == 40 and out[0, 2] == 70
+
+
+def test_cut_and_tiny_faces_are_ignored():
+    cfg = AugmentConfig(canvas=100, window=100, min_face=3)
+    m = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    boxes = np.array([[90, 10, 130, 50], [10, 10, 12, 12], [20, 20, 60, 60], [200, 200, 220, 220]], np.float32)
+    b, ign, _ = transform_targets(boxes, np.zeros(4, bool), np.full((4, 10), np.nan, np.float32), m, False, cfg)
+    assert len(b) == 3  # the face fully outside is dropped
+    assert ign.tolist() == [True, True, False]
