@@ -1,0 +1,367 @@
+"""The worker run loop.
+
+    worker = Worker(settings)          # settings: core.settings.Settings
+    worker.run(stop_event)             # until stop_event is set; or run_worker(settings) with signals
+
+One iteration: (every claim interval) reclaim idle entries -> collect a batch (max_batch within
+max_wait_ms) -> parse FrameRefs -> drop stale frames (payload expired or older than the budget;
+live frames only) -> fetch + decode payloads -> detect -> map to original pixels -> publish events
+and ack (one atomic script per frame, pipelined). Poison frames (unparseable ref, undecodable
+payload, a frame the detector fails on alone) are dead-lettered at once; frames whose processing
+keeps killing workers are dead-lettered after ``max_deliveries`` deliveries.
+
+Redis errors never end the loop: it backs off, reconnects (redis-py reconnects per command),
+recreates the group if the server came back empty and re-reads its own pending entries.
+SIGTERM/SIGINT: finish the batch in hand (publish + ack), then exit; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core import bus, metrics
+from core.keys import Keys
+from core.schema import FrameRef
+from core.settings import Settings
+from worker import health
+from worker.batcher import Batcher
+from worker.consumer import FrameConsumer
+from worker.pipeline import Pipeline, Work
+from worker.publisher import ALREADY_ACKED, DUPLICATE, PUBLISHED, EventPublisher
+
+log = logging.getLogger(__name__)
+
+IDLE_BLOCK_MS = 1000  # an idle worker wakes this often (reclaim, heartbeat, shutdown)
+
+
+class DetectorLoadError(RuntimeError):
+    """No usable detector (missing weights, bad file, runtime unavailable); message says what to do."""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_worker_detector(settings: Settings):
+    """The detector the worker settings describe; DetectorLoadError with a clear message otherwise."""
+    ws = settings.worker
+    try:
+        from models.detector import load_detector
+
+        return load_detector(
+            runtime=ws.runtime,
+            weights=ws.weights or None,
+            threshold=ws.threshold,
+            nms_iou=ws.nms_iou,
+            max_detections=ws.max_detections,
+            device=None if ws.device == "auto" else ws.device,
+        )
+    except Exception as exc:
+        raise DetectorLoadError(f"cannot load the face detector: {exc}") from exc
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Any = None,
+        redis_client: Any = None,
+        worker_id: str | None = None,
+        idle_block_ms: int = IDLE_BLOCK_MS,
+    ):
+        self.settings = settings
+        ws = settings.worker
+        self.ws = ws
+        self.keys = Keys(settings.redis.prefix)
+        self.worker_id = worker_id or ws.worker_id or default_worker_id()
+        self.max_age_ms = ws.max_frame_age_ms or settings.ingest.max_frame_age_ms
+        self.detector = detector
+        self.r = redis_client
+        self.idle_block_ms = idle_block_ms
+        self.claim_interval_s = max(0.05, min(ws.claim_idle_ms / 2000, 5.0))
+        self.heartbeat_s = ws.heartbeat_interval_ms / 1000
+        self.stats: dict[str, int] = {
+            "batches": 0, "frames": 0, "events": 0, "faces": 0, "stale_expired": 0, "stale_too_old": 0,
+            "dead_lettered": 0, "duplicates": 0, "already_acked": 0, "redis_errors": 0,
+        }
+        self.started_ns = time.time_ns()
+        self.rate = health.RateWindow()
+        self.health_server: health.HealthServer | None = None
+        self._redis_ok = False
+        self._health_redis = None
+        self.ready = threading.Event()
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        if self.detector is None:
+            self.detector = load_worker_detector(self.settings)
+        self._warmup()
+        health.MODEL_LOADED.set(1)
+        if self.r is None:
+            self.r = self._connect_forever()
+        self.consumer = FrameConsumer(
+            self.r, self.keys, self.worker_id,
+            claim_idle_ms=self.ws.claim_idle_ms, max_deliveries=self.ws.max_deliveries,
+        )
+        self.pipeline = Pipeline(self.detector, self.worker_id)
+        self.publisher = EventPublisher(
+            self.r, self.keys, self.consumer.group, self.worker_id,
+            events_maxlen=self.ws.events_maxlen, guard_ttl_ms=self.ws.event_guard_ttl_ms,
+        )
+        self.batcher = Batcher(self.consumer.read, self.ws.max_batch, self.ws.max_wait_ms, self.idle_block_ms)
+        if self.ws.http_port:
+            self.health_server = health.HealthServer(self.ws.http_host, self.ws.http_port, self.checks).start()
+
+    def _warmup(self) -> None:
+        """One tiny inference so the first real batch does not pay for lazy initialisation."""
+        import numpy as np
+
+        try:
+            self.detector.detect([np.zeros((360, 640, 3), np.uint8)])
+        except Exception as exc:
+            log.warning("detector warm-up failed", extra={"error": str(exc)[:200]})
+
+    def _connect_forever(self):
+        delay = 0.2
+        while True:
+            try:
+                return bus.connect(self.settings.redis)
+            except bus.BusError as exc:
+                log.warning("redis unreachable; retrying", extra={"error": str(exc)})
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def checks(self) -> dict[str, tuple[bool, Any]]:
+        model_ok = self.detector is not None
+        model_detail = self.detector.info.model_dump() if model_ok else "not loaded"
+        try:
+            if self._health_redis is None:
+                rs = self.settings.redis.model_copy(
+                    update={"retry_attempts": 0, "socket_timeout_s": 1.0, "socket_connect_timeout_s": 1.0}
+                )
+                self._health_redis = bus.connect(rs, ping=False)
+            self._health_redis.ping()
+            redis_ok, redis_detail = True, "ok"
+        except Exception as exc:
+            redis_ok, redis_detail = False, f"{type(exc).__name__}: {exc}"[:200]
+        return {
+            "model": (model_ok, model_detail),
+            "redis": (redis_ok, redis_detail),
+            "worker": (True, {"id": self.worker_id, **self.stats}),
+        }
+
+    # -- loop -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> dict[str, int]:
+        stop = stop or threading.Event()
+        self._setup()
+        backlog: list[bus.Entry] = []
+        recover = True
+        next_claim = 0.0
+        next_beat = 0.0
+        backoff = 0.1
+        log.info(
+            "worker started",
+            extra={"worker": self.worker_id, "model": self.detector.info.name,
+                   "runtime": self.detector.info.runtime, "max_batch": self.ws.max_batch},
+        )
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                try:
+                    if recover:
+                        self.consumer.ensure_group()
+                        backlog.extend(self.consumer.recover_own(self.ws.max_batch * 4))
+                        recover = False
+                    now = time.monotonic()
+                    if now >= next_claim and len(backlog) < self.ws.max_batch:
+                        backlog.extend(self.consumer.reclaim(self.ws.max_batch))
+                        next_claim = now + self.claim_interval_s
+                    if now >= next_beat:
+                        self._heartbeat()
+                        next_beat = now + self.heartbeat_s
+                    first, backlog = backlog[: self.ws.max_batch], backlog[self.ws.max_batch :]
+                    entries = self.batcher.collect(first=first, stop=stop)
+                    if entries:
+                        self.process(entries)
+                    self.stats["dead_lettered"] = self.consumer.dead_lettered
+                    self._set_redis_ok(True)
+                    backoff = 0.1
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    self._redis_failed("connection", exc)
+                    backlog, recover = [], True
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                except RedisError as exc:
+                    self._redis_failed("command", exc)
+                    backlog, recover = [], True
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                except Exception:
+                    # e.g. the detector failed on every frame of a batch: leave them pending (they
+                    # come back through recover_own and are dead-lettered after max_deliveries)
+                    log.exception("batch failed; frames stay pending")
+                    backlog, recover = [], True
+                    stop.wait(1.0)
+        finally:
+            self._shutdown()
+        return dict(self.stats)
+
+    def _set_redis_ok(self, ok: bool) -> None:
+        if ok != self._redis_ok:
+            health.REDIS_UP.set(1 if ok else 0)
+            if ok:
+                log.info("redis reachable", extra={"worker": self.worker_id})
+        self._redis_ok = ok
+
+    def _redis_failed(self, op: str, exc: Exception) -> None:
+        self.stats["redis_errors"] += 1
+        metrics.REDIS_ERRORS.labels(role="worker", op=op).inc()
+        if self._redis_ok or self.stats["redis_errors"] % 20 == 1:
+            log.warning("redis error; retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        self._set_redis_ok(False)
+
+    def _shutdown(self) -> None:
+        try:
+            if self.r is not None:
+                self.r.delete(self.keys.worker_heartbeat(self.worker_id))
+        except Exception:
+            pass
+        if self.health_server is not None:
+            self.health_server.stop()
+        log.info("worker stopped", extra={"worker": self.worker_id, **self.stats})
+
+    def _heartbeat(self) -> None:
+        lag, pending = self.consumer.lag()
+        health.LAG.set(lag)
+        health.PENDING.set(pending)
+        health.EVENTS_RATE.set(self.rate.rate())
+        key = self.keys.worker_heartbeat(self.worker_id)
+        info = self.detector.info
+        fields = {
+            "worker_id": self.worker_id, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_ns": self.started_ns, "updated_ns": time.time_ns(),
+            "model": f"{info.name}@{info.version}", "runtime": info.runtime,
+            "lag": lag, "pending": pending, **self.stats,
+        }
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(key, mapping=fields)
+        pipe.pexpire(key, max(3 * self.settings.worker.heartbeat_interval_ms, 5000))
+        pipe.execute()
+
+    # -- one batch --------------------------------------------------------------------------------
+    def process(self, entries: list[bus.Entry]) -> None:
+        picked_ns = time.time_ns()
+        works: list[Work] = []
+        for e in entries:
+            try:
+                ref = FrameRef.from_fields(e.fields)
+            except Exception as exc:
+                self._dead(e, f"invalid_ref: {type(exc).__name__}: {exc}", camera="")
+                continue
+            works.append(Work(entry=e, ref=ref, picked_ns=picked_ns))
+
+        # stale by age (live frames only; no payload fetch needed)
+        stale_ids: list[Any] = []
+        fresh: list[Work] = []
+        for w in works:
+            live = w.ref.source.kind != "replay"
+            if live and (picked_ns - w.ref.capture_ns) / 1e6 > self.max_age_ms:
+                self._drop(w, "stale", "stale_too_old")
+                stale_ids.append(w.entry.id)
+            else:
+                fresh.append(w)
+
+        payloads = []
+        if fresh:
+            pipe = self.r.pipeline(transaction=False)
+            for w in fresh:
+                pipe.get(w.ref.key)
+            payloads = pipe.execute()
+        ready: list[Work] = []
+        for w, payload in zip(fresh, payloads, strict=True):
+            if payload is None:
+                if w.ref.source.kind == "replay":  # replays never drop: a missing payload is an error
+                    self._dead(w.entry, "payload_missing: replay frame payload expired or deleted",
+                               camera=w.ref.camera_id)
+                else:
+                    self._drop(w, "expired_payload", "stale_expired")
+                    stale_ids.append(w.entry.id)
+                continue
+            self.pipeline.decode(w, payload)
+            if w.error:
+                self._dead(w.entry, w.error, camera=w.ref.camera_id)
+                continue
+            ready.append(w)
+
+        if ready:
+            infer_ms = self.pipeline.infer(ready)
+            health.BATCH_SIZE.observe(len(ready))
+            health.INFER_SECONDS.observe(infer_ms / 1000)
+            self.stats["batches"] += 1
+        ok = []
+        for w in ready:
+            if w.error:
+                self._dead(w.entry, w.error, camera=w.ref.camera_id)
+            else:
+                ok.append(w)
+
+        now_ns = time.time_ns()
+        items = [(w.entry.id, self.pipeline.event(w, now_ns)) for w in ok]
+        outcomes = self.publisher.publish(items, ack_only=stale_ids)
+        self.stats["frames"] += len(entries)
+        published = 0
+        for (_, ev), out in zip(items, outcomes, strict=True):
+            if out.status == PUBLISHED:
+                published += 1
+                self.stats["events"] += 1
+                self.stats["faces"] += len(ev.detections)
+                health.EVENTS.labels(camera=ev.camera_id).inc()
+                health.FACES.labels(camera=ev.camera_id).inc(len(ev.detections))
+                health.LATENCY.labels(camera=ev.camera_id).observe(ev.timings_ms.total / 1000)
+                metrics.FRAME_AGE.labels(stage="event").observe(ev.timings_ms.total / 1000)
+                metrics.FRAME_AGE.labels(stage="queue").observe(ev.timings_ms.queue / 1000)
+            elif out.status == ALREADY_ACKED:
+                self.stats["already_acked"] += 1
+                health.DUPLICATES.labels(kind="already_acked").inc()
+            elif out.status == DUPLICATE:
+                self.stats["duplicates"] += 1
+                health.DUPLICATES.labels(kind="event_id").inc()
+                log.info("duplicate event id suppressed", extra={"event_id": ev.event_id})
+        self.rate.add(published)
+
+    def _drop(self, w: Work, reason: str, stat: str) -> None:
+        self.stats[stat] += 1
+        metrics.FRAMES_DROPPED.labels(camera=w.ref.camera_id, reason=reason).inc()
+
+    def _dead(self, entry: bus.Entry, reason: str, camera: str) -> None:
+        self.consumer.dead_letter(entry, reason)
+        metrics.FRAMES_DROPPED.labels(camera=camera, reason="dead_letter").inc()
+
+
+def run_worker(settings: Settings, detector: Any = None) -> dict[str, int]:
+    """Run a worker in the foreground until SIGTERM/SIGINT (finish the batch in hand, then exit)."""
+    stop = threading.Event()
+
+    def _handler(signum, _frame):
+        if stop.is_set():
+            log.warning("second signal: exiting now")
+            os._exit(128 + signum)
+        log.info("signal received: finishing the batch in hand", extra={"signal": signum})
+        stop.set()
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return Worker(settings, detector=detector).run(stop)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
