@@ -32,6 +32,11 @@ class Keys:
         """INT counter: last frame seq issued for the camera (seq survives ingest restarts)."""
         return f"{self.prefix}:camera:{cam}:seq"
 
+    @property
+    def ingest_members(self) -> str:
+        """ZSET of live ingest processes: member = owner id, score = expiry (ms since the epoch)."""
+        return f"{self.prefix}:ingest:members"
+
     # -- frames --------------------------------------------------------------
     def frame(self, cam: str, seq: int, run_id: str | None = None) -> str:
         """STRING: encoded frame payload, TTL = staleness budget (live) or long (replay)."""
