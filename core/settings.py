@@ -124,6 +124,24 @@ class IngestSettings(_Section):
     )
     status_interval_s: float = Field(1.0, gt=0, le=300, description="camera status hash update period")
     ingest_id: str = Field("", description="this process's id in leases and status ('' = host:pid)")
+    max_cameras: int = Field(
+        0, ge=0, le=100_000, description="most cameras one ingest process holds (0: its fair share only)"
+    )
+    resync_s: float = Field(
+        10.0, gt=0, le=3600, description="re-read the camera registry this often (besides pub/sub notices)"
+    )
+    http_host: str = Field("0.0.0.0", description="bind address of the ingest /metrics endpoint")
+    http_port: int = Field(9107, ge=0, le=65_535, description="port of the ingest /metrics endpoint (0: disabled)")
+    decode_thread_type: Literal["SLICE", "FRAME", "AUTO", "NONE"] = Field(
+        "SLICE", description="PyAV decoder threading (FRAME/AUTO add a frame of latency per thread)"
+    )
+    replay_window: int = Field(
+        500, ge=1, le=1_000_000,
+        description="replay backpressure: most frames outstanding in the worker group (<= frames_maxlen/2)",
+    )
+    replay_wait_timeout_s: float = Field(
+        600.0, gt=0, le=86_400, description="a replay fails when the workers make no progress for this long"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> IngestSettings:
