@@ -41,6 +41,12 @@ main.add_command(config)
 from facestream.commands.train import train  # noqa: E402
 
 main.add_command(train)
+from facestream.commands.worker import worker  # noqa: E402
+
+main.add_command(worker)
+from facestream.commands.events import events  # noqa: E402
+
+main.add_command(events)
 
 
 if __name__ == "__main__":  # pragma: no cover
