@@ -47,6 +47,15 @@ main.add_command(worker)
 from facestream.commands.events import events  # noqa: E402
 
 main.add_command(events)
+from facestream.commands.camera import camera  # noqa: E402
+
+main.add_command(camera)
+from facestream.commands.ingest import ingest  # noqa: E402
+
+main.add_command(ingest)
+from facestream.commands.replay import replay  # noqa: E402
+
+main.add_command(replay)
 
 
 if __name__ == "__main__":  # pragma: no cover

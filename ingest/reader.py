@@ -71,6 +71,7 @@ class CameraReader(threading.Thread):
             transport=camera.transport.value,
             open_timeout_s=settings.open_timeout_s,
             read_timeout_s=settings.read_timeout_s,
+            thread_type=getattr(settings, "decode_thread_type", "SLICE"),
         )
         self._stop = threading.Event()
         self._lock = threading.Lock()

@@ -140,14 +140,15 @@ def replay(
     jpeg_quality: int = 90,
     window: int | None = None,
     group: str | None = None,
-    wait_timeout_s: float = 600.0,
+    wait_timeout_s: float | None = None,
     check_every: int = 8,
     progress: Callable[[ReplaySummary], None] | None = None,
 ) -> ReplaySummary:
     """Publish every sampled frame of ``path`` exactly once as camera ``camera_id``; returns the summary.
 
     ``pace``: ``asfast`` (as fast as decode and the workers allow) or ``realtime`` (by PTS).
-    ``window``: most frames the workers may have outstanding (default: min(500, frames_maxlen // 2)).
+    ``window``: most frames the workers may have outstanding (default: settings.replay_window, at most
+    frames_maxlen // 2).
     Waiting longer than ``wait_timeout_s`` without progress raises ReplayError (summary attached).
     """
     validate_camera_id(camera_id)
@@ -157,7 +158,9 @@ def replay(
     run_id = run_id or new_run_id()
     validate_camera_id(run_id)  # same charset: it becomes part of keys
     cap = max(1, settings.frames_maxlen // 2)
-    window = min(window or 500, cap)
+    window = min(window or getattr(settings, "replay_window", 500), cap)
+    if wait_timeout_s is None:
+        wait_timeout_s = float(getattr(settings, "replay_wait_timeout_s", 600.0))
     group = group or keys.worker_group
     check_every = max(1, min(check_every, window // 2 or 1))
 
@@ -173,7 +176,8 @@ def replay(
     sampler = PtsSampler(fps, reset_gap_s=1e9)  # a file's PTS never legitimately jumps: keep the grid
     stats = CameraStats(camera_id)
     source = Source(kind="replay", run_id=run_id)
-    opts = SourceOptions(open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.read_timeout_s)
+    opts = SourceOptions(open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.read_timeout_s,
+                         thread_type=getattr(settings, "decode_thread_type", "SLICE"))
     ensure_group(redis, keys.frames, group, start_id="$")
 
     seq = 0
