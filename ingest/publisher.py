@@ -171,7 +171,7 @@ class LivePublisher(threading.Thread):
         self.retry_s = retry_s
         self._slots: dict[str, OutFrame] = {}
         self._cond = threading.Condition()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.batches = 0
         self.errors = 0
         self._last_error_log = 0.0
@@ -194,7 +194,7 @@ class LivePublisher(threading.Thread):
             self._slots.pop(camera_id, None)
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
+        self._halt.set()
         with self._cond:
             self._cond.notify_all()
         if self.is_alive():
@@ -212,9 +212,9 @@ class LivePublisher(threading.Thread):
     def run(self) -> None:
         while True:
             with self._cond:
-                while not self._slots and not self._stop.is_set():
+                while not self._slots and not self._halt.is_set():
                     self._cond.wait(0.5)
-                if self._stop.is_set() and not self._slots:
+                if self._halt.is_set() and not self._slots:
                     return
                 cams = list(self._slots)[: self.max_batch]
                 batch = [self._slots.pop(c) for c in cams]
@@ -240,4 +240,4 @@ class LivePublisher(threading.Thread):
                     self._last_error_log = time.monotonic()
                     log.warning("frame publish failed; dropping frames",
                                 extra={"error": f"{type(exc).__name__}: {exc}", "frames": len(fresh)})
-                self._stop.wait(self.retry_s)
+                self._halt.wait(self.retry_s)

@@ -73,7 +73,7 @@ class CameraReader(threading.Thread):
             read_timeout_s=settings.read_timeout_s,
             thread_type=getattr(settings, "decode_thread_type", "SLICE"),
         )
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self.state = CameraState.connecting
         self.reason = ErrorReason.none
@@ -87,11 +87,11 @@ class CameraReader(threading.Thread):
 
     # -- control ------------------------------------------------------------------------------------
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._halt.is_set()
 
     # -- status -------------------------------------------------------------------------------------
     def status(self) -> CameraStatus:
@@ -125,10 +125,10 @@ class CameraReader(threading.Thread):
     def run(self) -> None:
         s = self.settings
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 self._transition(CameraState.connecting, self.reason, self.detail)
                 reason, detail = self._read_once()
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 was_online = self.online_since is not None
                 if was_online and time.monotonic() - self.online_since >= s.stable_s:
@@ -147,7 +147,7 @@ class CameraReader(threading.Thread):
                 self.attempt += 1
                 self.next_retry_ns = time.time_ns() + int(delay * 1e9)
                 self._transition(CameraState.backoff, reason, f"{detail} (retry in {delay:.1f}s)")
-                if self._stop.wait(delay):
+                if self._halt.wait(delay):
                     break
                 self.stats.reconnects += 1
                 m.RECONNECTS.labels(camera=self.camera.id).inc()
@@ -168,7 +168,7 @@ class CameraReader(threading.Thread):
                     t_first: float | None = None
                     wall_first = 0.0
                     for df in src.frames():
-                        if self._stop.is_set():
+                        if self._halt.is_set():
                             return ErrorReason.none, ""
                         st = self.stats
                         st.decoded += 1
@@ -183,7 +183,7 @@ class CameraReader(threading.Thread):
                             if t_first is None:
                                 t_first, wall_first = df.t, time.monotonic()
                             ahead = (df.t - t_first) - (time.monotonic() - wall_first)
-                            if ahead > 0 and self._stop.wait(min(ahead, 1.0)):
+                            if ahead > 0 and self._halt.wait(min(ahead, 1.0)):
                                 return ErrorReason.none, ""
                         if not self.sampler.accept(df.t):
                             continue

@@ -14,6 +14,7 @@ import time
 
 class PtsSampler:
     EPS = 1e-3  # seconds: rounding of PTS * time_base (RTP clock is 1/90000)
+    NO_PTS_GRACE = 3  # frames without PTS skipped before falling back to the wall clock
 
     def __init__(self, fps: float, reset_gap_s: float = 5.0):
         if fps <= 0:
@@ -26,19 +27,32 @@ class PtsSampler:
         self.seen = 0
         self.kept = 0
         self.resets = 0
+        self.pts_seen = False
+        self._no_pts = 0
 
     def reset(self) -> None:
         self.next_t = None
         self.last_t = None
+        self.pts_seen = False
+        self._no_pts = 0
 
     def accept(self, t: float | None, wall: float | None = None) -> bool:
         """True if the frame with presentation time ``t`` (seconds) should be kept.
 
-        ``t=None`` (no timestamps in the stream) falls back to the monotonic wall clock ``wall``.
+        ``t=None``: skipped while the stream has PTS; a stream without any falls back to the monotonic
+        wall clock (``wall``, default time.monotonic()).
         """
         self.seen += 1
         if t is None:
+            # RTSP's first frames often lack a PTS: wait for timestamped ones; a stream that never has
+            # any (e.g. MJPEG over HTTP) falls back to the wall clock after a few frames.
+            self._no_pts += 1
+            if self.pts_seen or self._no_pts <= self.NO_PTS_GRACE:
+                return False
             t = time.monotonic() if wall is None else wall
+        else:
+            self.pts_seen = True
+            self._no_pts = 0
         if self.last_t is not None and (t < self.last_t - self.EPS or t - self.last_t > self.reset_gap_s):
             self.resets += 1
             self.next_t = None

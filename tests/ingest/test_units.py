@@ -1,0 +1,148 @@
+"""Unit tests of the ingest building blocks: PTS sampler, encoder, URL validation, error reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.schema import ErrorReason, PayloadCodec
+from ingest.encoder import Encoder, decode_payload, target_size
+from ingest.reader import backoff_delay
+from ingest.sampler import PtsSampler
+from ingest.sources import IngestError, VideoSource, classify_error, validate_url
+
+
+def _kept(fps_in: float, fps_out: float, seconds: float, start: float = 0.0) -> list[float]:
+    s = PtsSampler(fps_out)
+    ts = [start + i / fps_in for i in range(int(seconds * fps_in))]
+    return [t for t in ts if s.accept(t)]
+
+
+@pytest.mark.parametrize("fps_in,fps_out", [(25, 5), (30, 5), (7.5, 5), (10, 9), (25, 25), (30, 12)])
+def test_sampler_rate_by_pts(fps_in, fps_out):
+    kept = _kept(fps_in, fps_out, 10.0, start=1234.5)
+    assert abs(len(kept) - 10 * fps_out) <= 1
+    gaps = np.diff(kept)
+    assert gaps.min() >= 1 / fps_in - 1e-9  # never two frames closer than the source spacing
+
+
+def test_sampler_ignores_wall_clock_and_frame_count():
+    # variable frame rate: a 60 fps burst then 10 fps; output stays ~5 fps by PTS
+    ts = [i / 60 for i in range(120)] + [2 + i / 10 for i in range(20)]
+    s = PtsSampler(5)
+    kept = [t for t in ts if s.accept(t)]
+    assert len(kept) == 20  # 4 s at 5 fps
+
+
+def test_sampler_gap_and_reset():
+    s = PtsSampler(5, reset_gap_s=5)
+    assert s.accept(0.0)
+    assert not s.accept(0.1)
+    assert s.accept(1.0)  # a 1 s gap (packet loss): re-anchor, no burst
+    assert not s.accept(1.1)
+    assert s.accept(1.2)
+    assert s.accept(100.0)  # jump forward: reset
+    assert s.accept(0.5)  # jump backwards (reconnect): reset
+    assert s.resets == 2
+
+
+def test_sampler_missing_pts():
+    s = PtsSampler(5)
+    assert not s.accept(None)  # first RTSP frames without PTS: skipped
+    assert s.accept(0.0)
+    assert not s.accept(None)
+    s2 = PtsSampler(5)
+    kept = [s2.accept(None, wall=i / 25) for i in range(50)]  # never any PTS: wall clock after grace
+    assert 8 <= sum(kept) <= 10
+
+
+def test_target_size():
+    assert target_size(1920, 1080, 640) == (640, 360)
+    assert target_size(1080, 1920, 640) == (360, 640)
+    assert target_size(320, 240, 640) == (320, 240)  # never upscaled
+    assert target_size(1280, 720, 640) == (640, 360)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "raw"])
+def test_encoder_roundtrip(codec):
+    import av
+
+    img = np.zeros((720, 1280, 3), np.uint8)
+    img[:, :640] = (0, 0, 255)
+    frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+    enc = Encoder(640, codec).encode(frame)
+    assert (enc.width, enc.height) == (640, 360)
+    assert enc.codec == PayloadCodec(codec)
+    out = decode_payload(enc.data, enc.codec, enc.width, enc.height)
+    assert out.shape == (360, 640, 3)
+    assert out[180, 100, 2] > 200 and out[180, 100, 0] < 60  # left half red
+    assert out[180, 540, 2] < 60  # right half black
+    if codec == "raw":
+        assert len(enc.data) == 640 * 360 * 3
+
+
+def test_validate_url():
+    for ok in ["rtsp://h/x", "rtsps://u:p@h:322/x", "http://h/s.mjpg", "https://h/x.m3u8", "/a/b.mp4",
+               "clip.mp4", "file:///a/b.mp4"]:
+        assert validate_url(ok) == ok
+    for bad, msg in [("", "empty"), ("ftp://h/x", "scheme"), ("rtsp://", "host"), ("rtsp://h:0/x", "port"),
+                     ("rtsp://u:secret@h:99999/x", "malformed"), (" rtsp://h/x", "whitespace")]:
+        with pytest.raises(ValueError, match=msg) as ei:
+            validate_url(bad)
+        assert "secret" not in str(ei.value)
+
+
+def test_classify_error_text():
+    import av.error
+
+    class E(Exception):
+        pass
+
+    assert classify_error(E("method DESCRIBE failed: 401 Unauthorized")) is ErrorReason.auth
+    assert classify_error(E("Server returned 404 Not Found")) is ErrorReason.not_found
+    assert classify_error(av.error.TimeoutError(110, "Connection timed out")) is ErrorReason.timeout
+    assert classify_error(av.error.ConnectionRefusedError(111, "refused")) is ErrorReason.connection
+    assert classify_error(av.error.InvalidDataError(1094995529, "Invalid data")) is ErrorReason.codec
+    assert classify_error(IngestError(ErrorReason.ended)) is ErrorReason.ended
+
+
+def test_backoff_delay():
+    import random
+
+    rng = random.Random(1)
+    ds = [backoff_delay(a, 0.5, 8.0, rng) for a in range(8)]
+    for a, d in enumerate(ds):
+        cap = min(8.0, 0.5 * 2**a)
+        assert cap / 2 <= d <= cap
+
+
+def test_missing_corrupt_and_non_video_files(tmp_path):
+    from tests.services.clips import make_clip
+
+    with pytest.raises(IngestError) as ei:
+        VideoSource(str(tmp_path / "nope.mp4")).open()
+    assert ei.value.reason is ErrorReason.not_found
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 200)
+    with pytest.raises(IngestError) as ei, VideoSource(str(text)) as src:
+        list(src.frames())
+    assert ei.value.reason in (ErrorReason.codec, ErrorReason.invalid)
+
+    clip = make_clip(tmp_path / "ok.mp4", frames=30, width=160, height=120)
+    data = bytearray(clip.path.read_bytes())
+    rng = np.random.default_rng(0)
+    # keep the container header, destroy the coded frames
+    start = 64
+    data[start:] = rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(IngestError) as ei, VideoSource(str(bad)) as src:
+        list(src.frames())
+    assert ei.value.reason in (ErrorReason.codec, ErrorReason.invalid)
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(IngestError) as ei:
+        VideoSource(str(empty)).open()
+    assert ei.value.reason is ErrorReason.codec
