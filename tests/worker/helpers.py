@@ -72,3 +72,19 @@ def read_events(r: Any, stream: str) -> list:
     from core.schema import DetectionEvent
 
     return [DetectionEvent.model_validate_json(f[b"event"]) for _, f in r.xrange(stream)]
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def pending_count(r: Any, keys: Keys) -> int:
+    info = r.xpending(keys.frames, keys.worker_group)
+    return int(info["pending"])
