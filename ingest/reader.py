@@ -5,8 +5,8 @@ States (core.schema.CameraState) and transitions::
     connecting --first frame--> online --read timeout / stream ended / error--> stalled --> backoff
         |                                                                                    |
         +--open failed: timeout / connection---------------------------------------------> backoff
-        +--open failed: auth / not_found / codec / invalid--> error --> backoff (at the max delay)
-    backoff --delay elapsed--> connecting            any state --stop()--> stopped
+        +--open failed: auth / not_found / codec / invalid--> error (waits the max delay)
+    backoff / error --delay elapsed--> connecting     any state --stop()--> stopped
 
 - Open and read timeouts are PyAV's ``timeout=(open_s, read_s)``: a hung server or a silent stream
   raises within the read timeout; a stream that ENDS (PyAV's decode loop just stops when an RTSP
@@ -136,17 +136,19 @@ class CameraReader(threading.Thread):
                 self.online_since = None
                 m.ERRORS.labels(camera=self.camera.id, reason=reason.value).inc()
                 if reason in PERSISTENT and not was_online:
-                    self._transition(CameraState.error, reason, detail)
+                    # a retry will not fix it soon: wait the longest delay, in state 'error'
                     delay = backoff_delay(30, s.backoff_min_s, s.backoff_max_s, self.rng)
+                    state = CameraState.error
                 else:
                     if was_online:
                         self.stats.stalls += 1
                         m.STALLS.labels(camera=self.camera.id).inc()
                         self._transition(CameraState.stalled, reason, detail)
                     delay = backoff_delay(self.attempt, s.backoff_min_s, s.backoff_max_s, self.rng)
+                    state = CameraState.backoff
                 self.attempt += 1
                 self.next_retry_ns = time.time_ns() + int(delay * 1e9)
-                self._transition(CameraState.backoff, reason, f"{detail} (retry in {delay:.1f}s)")
+                self._transition(state, reason, f"{detail} (retry in {delay:.1f}s)")
                 if self._halt.wait(delay):
                     break
                 self.stats.reconnects += 1

@@ -26,6 +26,9 @@ from core.schema import ErrorReason
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
 SUPPORTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
+# FFmpeg "decodes" any text file as ANSI art through the tty demuxer: that is not a camera.
+TEXT_FORMATS = {"tty"}
+TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}
 
 
 class IngestError(Exception):
@@ -212,6 +215,7 @@ class VideoSource:
                 raise IngestError(ErrorReason.not_found, f"is a directory: {target}")
             if os.path.getsize(target) == 0:
                 raise IngestError(ErrorReason.codec, f"empty file: {target}")
+        t0 = time.monotonic()
         try:
             self.container = av.open(
                 target,
@@ -219,12 +223,17 @@ class VideoSource:
                 timeout=(self.options.open_timeout_s, self.options.read_timeout_s),
             )
         except Exception as exc:
-            raise IngestError(classify_error(exc), describe_error(exc)) from None
+            reason = self._timed_out(exc, time.monotonic() - t0)
+            raise IngestError(reason, describe_error(exc)) from None
         videos = [s for s in self.container.streams if s.type == "video"]
         if not videos:
             self.close()
             raise IngestError(ErrorReason.codec, f"no video stream in {redact_url(self.url)}")
         self.stream = videos[0]
+        fmt = getattr(self.container.format, "name", "") or ""
+        if fmt in TEXT_FORMATS or (self.stream.codec_context.name or "") in TEXT_CODECS:
+            self.close()
+            raise IngestError(ErrorReason.codec, f"not a video: {redact_url(self.url)} reads as {fmt!r} text")
         if self.stream.codec_context is None or not self.stream.codec_context.name:
             self.close()
             raise IngestError(ErrorReason.codec, "video stream has no decoder")
@@ -249,6 +258,16 @@ class VideoSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _timed_out(self, exc: BaseException, waited_s: float) -> ErrorReason:
+        """classify_error, except that a failure after waiting out a timeout IS a timeout: FFmpeg's
+        interrupt callback often surfaces as InvalidDataError or ExitError rather than ETIMEDOUT."""
+        reason = classify_error(exc)
+        limit = min(self.options.open_timeout_s, self.options.read_timeout_s)
+        if reason in (ErrorReason.codec, ErrorReason.connection, ErrorReason.invalid) and \
+                self.live and waited_s >= 0.9 * limit:
+            return ErrorReason.timeout
+        return reason
 
     # -- info ---------------------------------------------------------------------------------------
     @property
@@ -276,6 +295,7 @@ class VideoSource:
         last_frame = time.monotonic()
         consecutive_errors = 0
         t0 = time.perf_counter()
+        last_packet = time.monotonic()
         try:
             demux = self.container.demux(stream)
             while True:
@@ -283,6 +303,7 @@ class VideoSource:
                     packet = next(demux)
                 except StopIteration:
                     break
+                last_packet = time.monotonic()
                 self.packets += 1
                 try:
                     decoded = packet.decode()
@@ -316,7 +337,8 @@ class VideoSource:
         except GeneratorExit:
             raise
         except Exception as exc:
-            raise IngestError(classify_error(exc), describe_error(exc)) from None
+            reason = self._timed_out(exc, time.monotonic() - last_packet)
+            raise IngestError(reason, describe_error(exc)) from None
         # flush the decoder (files): frames buffered by frame threads
         try:
             for frame in stream.codec_context.decode(None):
