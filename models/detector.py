@@ -219,7 +219,8 @@ def load_detector(
     """Load weights (.safetensors or .onnx; default the shipped fsdet-m) on a runtime.
 
     threshold: None -> the weights' shipped threshold, else 0.5. device: None/"auto", "cpu", "cuda[:N]".
-    threads: ONNX Runtime intra-op threads (CPU). runtime_options go to the runtime's constructor
+    threads: CPU intra-op threads (ONNX Runtime: per session; torch: torch.set_num_threads, process-wide).
+    runtime_options go to the runtime's constructor
     (torch: fp16, channels_last, cuda_graphs; tensorrt: precision, max_batch, opt_batch, ...).
     Raises MissingWeightsError (with how to get weights) when there are none, ModelFileError for a bad file,
     RuntimeUnavailable when the runtime cannot run here.
@@ -246,7 +247,7 @@ def load_detector(
         from models.runtimes.torch_rt import TorchRuntime
 
         model, meta = load_model(_weights_for_onnx(wpath, meta) if is_onnx else wpath)
-        rt = TorchRuntime(model, device=device, **runtime_options)
+        rt = TorchRuntime(model, device=device, threads=threads, **runtime_options)
     elif kind == "onnx":
         from models.runtimes.onnx_rt import OnnxRuntime
 

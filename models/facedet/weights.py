@@ -258,8 +258,9 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
 def random_model(variant: str | DetectorConfig = "fsdet-s", seed: int = 0, spread: bool = True):
     """An untrained FaceDetNet in eval mode for tests and speed benchmarks (speed does not depend on weights).
 
-    With `spread`, BatchNorm statistics and the score layer are randomised so that scores spread over 0..1
-    (a fresh model scores every anchor ~0.01, which makes parity and NMS tests meaningless).
+    With `spread`, BatchNorm statistics are calibrated on a few smooth random images and the score/box
+    layers are randomised, so that scores depend on image content and spread over 0..1 (a fresh model
+    scores every anchor ~0.01, which makes parity and NMS tests meaningless).
     """
     import torch
 
@@ -267,18 +268,22 @@ def random_model(variant: str | DetectorConfig = "fsdet-s", seed: int = 0, sprea
     from .network import build_model
 
     cfg = get_config(variant) if isinstance(variant, str) else variant
-    g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = build_model(cfg)
     if spread:
+        g = torch.Generator().manual_seed(seed)
+        cal = torch.rand(4, 3, 8, 10, generator=g) * 255
+        cal = torch.nn.functional.interpolate(cal, size=(128, 160), mode="bicubic").clamp(0, 255)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration pass
+        model.train()
         with torch.no_grad():
-            for mod in model.modules():
-                if isinstance(mod, torch.nn.BatchNorm2d):
-                    mod.running_mean.normal_(0.0, 0.1, generator=g)
-                    mod.running_var.uniform_(0.5, 1.5, generator=g)
-                    mod.weight.uniform_(0.5, 1.5, generator=g)
-                    mod.bias.normal_(0.0, 0.1, generator=g)
-            model.head.cls.weight.normal_(0.0, 0.5, generator=g)
-            model.head.cls.bias.fill_(-1.0)
-            model.head.box.weight.normal_(0.0, 0.3, generator=g)
+            model(cal)
+            for bn in bns:
+                bn.momentum = 0.1
+            model.head.cls.weight.normal_(0.0, 0.3, generator=g)
+            model.head.cls.bias.zero_()
+            model.head.box.weight.normal_(0.0, 0.05, generator=g)
     return model.eval()

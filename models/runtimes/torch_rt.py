@@ -16,9 +16,12 @@ class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self, model, device=None, fp16: bool | None = None, channels_last: bool | None = None,
-                 cuda_graphs: bool = False, max_graphs: int = 8):
+                 cuda_graphs: bool = False, max_graphs: int = 8, threads: int | None = None):
         import torch
 
+        if threads:
+            # process-wide; on a shared CPU, more OpenMP threads than free cores is very slow (spin-waits)
+            torch.set_num_threads(int(threads))
         if device is None or device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
