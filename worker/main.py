@@ -92,7 +92,7 @@ class Worker:
         self.heartbeat_s = ws.heartbeat_interval_ms / 1000
         self.stats: dict[str, int] = {
             "batches": 0, "frames": 0, "events": 0, "faces": 0, "stale_expired": 0, "stale_too_old": 0,
-            "dead_lettered": 0, "duplicates": 0, "already_acked": 0, "redis_errors": 0,
+            "dead_lettered": 0, "duplicates": 0, "already_acked": 0, "reclaimed": 0, "redis_errors": 0,
         }
         self.started_ns = time.time_ns()
         self.rate = health.RateWindow()
@@ -194,6 +194,7 @@ class Worker:
                     if entries:
                         self.process(entries)
                     self.stats["dead_lettered"] = self.consumer.dead_lettered
+                    self.stats["reclaimed"] = self.consumer.reclaimed
                     self._set_redis_ok(True)
                     backoff = 0.1
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

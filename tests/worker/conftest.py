@@ -39,8 +39,12 @@ def low_threshold_detector(random_weights):
     """Threshold 0 and 5 detections a frame: a random model then always 'finds' faces."""
     from models.detector import load_detector
 
-    return load_detector(runtime="onnx", weights=random_weights, threshold=0.0, max_detections=5,
-                         device="cpu", threads=1)
+    import dataclasses
+
+    det = load_detector(runtime="onnx", weights=random_weights, threshold=0.0, max_detections=5,
+                        device="cpu", threads=1)
+    det.post = dataclasses.replace(det.post, pre_nms_topk=20)  # keep NMS cheap on thousands of candidates
+    return det
 
 
 def make_settings(prefix: str, weights: Path | str = "", **worker) -> Settings:

@@ -210,3 +210,15 @@ def test_heartbeat_hash(rconn, keys, start_worker):
     assert h[b"worker_id"] == b"hb-worker" and int(h[b"events"]) == 0 and rconn.pttl(key) > 0
     wt.close()
     assert not rconn.exists(key)
+
+
+def test_worker_recreates_the_group_when_redis_comes_back_empty(rconn, keys, start_worker):
+    wt = start_worker()
+    publish_frame(rconn, keys, "cam1", 0)
+    wait_for(lambda: rconn.xlen(keys.events) == 1, what="first event")
+    rconn.delete(keys.frames)  # what a restarted Redis without persistence looks like: no stream, no group
+    time.sleep(0.3)
+    for seq in (1, 2):
+        publish_frame(rconn, keys, "cam1", seq)
+    wait_for(lambda: rconn.xlen(keys.events) == 3, what="events after the group vanished")
+    assert wt.thread.is_alive()
