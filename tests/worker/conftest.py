@@ -37,9 +37,9 @@ def detector(random_weights):
 @pytest.fixture(scope="session")
 def low_threshold_detector(random_weights):
     """Threshold 0 and 5 detections a frame: a random model then always 'finds' faces."""
-    from models.detector import load_detector
-
     import dataclasses
+
+    from models.detector import load_detector
 
     det = load_detector(runtime="onnx", weights=random_weights, threshold=0.0, max_detections=5,
                         device="cpu", threads=1)
