@@ -1,0 +1,16 @@
+"""Real services for tests: Redis, a GStreamer RTSP server, a hung TCP endpoint, H.264 clips.
+
+Fixtures wrapping them live in tests/conftest.py; the classes here can also be used directly
+(e.g. from a benchmark or a demo script).
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to 0, read, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
