@@ -12,10 +12,10 @@ from models.facedet import PostprocessConfig, make_batch, postprocess_torch
 from .evaluate.metrics import iou_xyxy, voc_ap
 
 
-def average_precision(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[tuple[np.ndarray, np.ndarray]],
-                      iou: float = 0.5) -> float:
-    """dets: per image (boxes, scores); gts: per image (boxes, ignore). Matches to ignored faces
-    count as neither TP nor FP."""
+def match(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[tuple[np.ndarray, np.ndarray]],
+          iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+    """dets: per image (boxes, scores); gts: per image (boxes, ignore). Returns scores and TP flags
+    sorted by score (descending) and the number of faces. Matches to ignored faces are dropped."""
     scores, tps = [], []
     n_faces = 0
     for (b, s), (g, ig) in zip(dets, gts, strict=True):
@@ -34,16 +34,31 @@ def average_precision(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[tuple
             else:
                 tps.append(False)
             scores.append(s[k])
-    if not scores or n_faces == 0:
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    return np.asarray(scores, np.float64)[order], np.asarray(tps, np.float64)[order], n_faces
+
+
+def average_precision(dets, gts, iou: float = 0.5) -> float:
+    scores, tp, n_faces = match(dets, gts, iou)
+    if not len(scores) or n_faces == 0:
         return 0.0
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    tp = np.asarray(tps, np.float64)[order]
     ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
     return voc_ap(ctp / n_faces, ctp / np.maximum(ctp + cfp, 1e-9))
 
 
+def best_f1_threshold(dets, gts, iou: float = 0.5) -> tuple[float, float]:
+    """The score threshold that maximises F1 on (dev) detections: (threshold, f1)."""
+    scores, tp, n_faces = match(dets, gts, iou)
+    if not len(scores) or n_faces == 0:
+        return 0.5, 0.0
+    ctp = np.cumsum(tp)
+    f1 = 2 * ctp / (np.arange(1, len(tp) + 1) + n_faces)
+    k = int(f1.argmax())
+    return float(scores[k]), float(f1[k])
+
+
 @torch.no_grad()
-def evaluate_dev(model: torch.nn.Module, records, device=None, input_size: int = 640) -> float:
+def predict_dev(model: torch.nn.Module, records, device=None, input_size: int = 640):
     model.eval()
     device = device or next(model.parameters()).device
     pp = PostprocessConfig(score_threshold=0.02, nms_iou=0.4)
@@ -58,4 +73,8 @@ def evaluate_dev(model: torch.nn.Module, records, device=None, input_size: int =
         boxes, _ = lb.to_original(d.boxes)
         dets.append((boxes, d.scores))
         gts.append((r.boxes, r.ignore))
-    return average_precision(dets, gts)
+    return dets, gts
+
+
+def evaluate_dev(model: torch.nn.Module, records, device=None, input_size: int = 640) -> float:
+    return average_precision(*predict_dev(model, records, device, input_size))

@@ -69,3 +69,20 @@ def test_ignored_face_contributes_no_box_loss_and_loss_decreases():
         loss.backward()
         opt.step()
     assert st["pos"] > 0 and st["loss"] < 0.7 * first
+
+
+def test_dev_ap_and_f1_threshold():
+    import numpy as np
+
+    from training.devset import average_precision, best_f1_threshold
+
+    gt = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), np.array([False, False]))]
+    perfect = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float), np.array([0.9, 0.8]))]
+    assert average_precision(perfect, gt) == 1.0
+    half = [(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], float), np.array([0.9, 0.8]))]
+    assert abs(average_precision(half, gt) - 0.5) < 1e-9
+    thr, f1 = best_f1_threshold(half, gt)
+    assert thr == 0.9 and abs(f1 - 2 / 3) < 1e-9
+    # a match to an ignored face is neither TP nor FP
+    ig = [(gt[0][0], np.array([False, True]))]
+    assert average_precision(perfect, ig) == 1.0
