@@ -141,7 +141,13 @@ def redact_text(text: Any) -> str:
     text = str(text)
     if "://" not in text:
         return text
-    return _URL_IN_TEXT_RE.sub(lambda m: redact_url(m.group(0)), text)
+
+    def sub(m: re.Match) -> str:
+        url = m.group(0)
+        core = url.rstrip(".,;:!?)]}")  # sentence punctuation after a URL is not part of it
+        return redact_url(core) + url[len(core) :]
+
+    return _URL_IN_TEXT_RE.sub(sub, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -19,7 +19,7 @@ _CAMERA_ID_RE = re.compile(CAMERA_ID_PATTERN)
 
 
 def validate_camera_id(value: str) -> str:
-    if not isinstance(value, str) or not _CAMERA_ID_RE.match(value):
+    if not isinstance(value, str) or not _CAMERA_ID_RE.fullmatch(value):  # fullmatch: "$" accepts "x\n"
         raise ValueError(
             f"invalid camera id {value!r}: 1-64 characters from A-Z a-z 0-9 _ . -, "
             "starting with a letter or digit"
