@@ -245,6 +245,7 @@ def run_demo(
     echo: Callable[[str], None] = print,
     print_events: bool = True,
     keep_keys: bool = False,
+    detector: Any = None,
 ) -> DemoSummary:
     from facestream.commands.events import format_event
     from ingest.replay import replay
@@ -254,7 +255,8 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
 
     echo("loading the face detector ...")
-    detector = load_worker_detector(settings)  # DetectorLoadError: clear message, raised to the CLI
+    if detector is None:
+        detector = load_worker_detector(settings)  # DetectorLoadError: clear message, raised to the CLI
     info = detector.info
     echo(f"model {info.name} v{info.version} on {info.runtime} ({info.precision})")
 
@@ -325,13 +327,15 @@ def run_demo(
             threading.Thread(target=stop_live, daemon=True).start()
 
         last = b"0-0"
-        drained_at = None
+        last_event_at = time.monotonic()
+        grace_s = 10.0 if sup is not None else 60.0  # replays never drop: wait for every event
         with open(events_path, "w") as fh:
             while True:
                 resp = r.xread({stream: last}, count=100, block=200)
                 for _s, items in resp or []:
                     for eid, fields in items:
                         last = eid
+                        last_event_at = time.monotonic()
                         ev = DetectionEvent.model_validate_json(fields[b"event"])
                         events.append(ev)
                         fh.write(ev.model_dump_json() + "\n")
@@ -347,9 +351,8 @@ def run_demo(
                         published[0] = _live_published(r, keys)
                     st = worker.stats
                     settled = len(events) + st["stale_expired"] + st["stale_too_old"] + st["dead_lettered"]
-                    drained_at = drained_at or time.monotonic()
-                    # every frame is accounted for, or a grace period has passed (a slow worker)
-                    if settled >= published[0] or time.monotonic() - drained_at > 10.0:
+                    # every frame is accounted for, or no event came for a grace period
+                    if settled >= published[0] or time.monotonic() - last_event_at > grace_s:
                         break
         summary.wall_s = time.monotonic() - t_start
     finally:
