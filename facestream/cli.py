@@ -59,6 +59,9 @@ main.add_command(replay)
 from facestream.commands.demo import demo  # noqa: E402
 
 main.add_command(demo)
+from facestream.commands.detect import detect  # noqa: E402
+
+main.add_command(detect)
 
 
 if __name__ == "__main__":  # pragma: no cover
