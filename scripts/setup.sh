@@ -32,6 +32,7 @@ WANT=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 redis_up || command -v redis-server >/dev/null 2>&1 || WANT+=(redis-server)
 if ! command -v "$PY" >/dev/null 2>&1; then WANT+=(python3 python3-venv)
+elif [[ "$(command -v "$PY")" == /usr/bin/* ]]; then WANT+=(python3-venv)  # Debian splits out ensurepip
 elif ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then WANT+=(python3-venv); fi
 
 MISSING=()
