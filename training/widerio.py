@@ -142,11 +142,11 @@ def read_wider_labels(path: str | Path) -> list[WiderImage]:
 
 
 def _fmt(v: float) -> str:
-    # integers stay integers (official files), others keep 2 decimals
+    # integers stay integers (official files), others at most 2 decimals, no trailing zeros
     fv = float(v)
     if fv.is_integer():
         return str(int(fv))
-    return f"{fv:.2f}"
+    return f"{fv:.2f}".rstrip("0").rstrip(".")
 
 
 def format_wider_image(img: WiderImage, with_scores: bool | None = None,

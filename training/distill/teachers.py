@@ -6,6 +6,7 @@ Each runner does its own resizing/letterboxing, decoding and NMS (``models.faced
 
 Resolution: ``max_size=None`` runs dynamic-input models at the image's original size (padded to a
 multiple of 32; the setting of the published "original size" numbers); an int scales the long side to it.
+``min_size`` upscales dynamic-input runs of small images so the long side is at least that.
 Fixed-input models (SCRFD-2.5G 640x640, YuNet *_640_640, ULFD 640x480) letterbox/resize to their input.
 
 Model type is recognised from the ONNX outputs (:func:`detect_model_type`), so any export of these
@@ -96,8 +97,9 @@ class Teacher:
     has_landmarks = True
 
     def __init__(self, onnx_path: str | Path, *, max_size: int | None = None, score_threshold: float = 0.02,
-                 nms_iou: float = 0.4, threads: int = 2, name: str | None = None):
+                 nms_iou: float = 0.4, threads: int = 2, name: str | None = None, min_size: int | None = None):
         self.path = Path(onnx_path)
+        self.min_size = min_size
         self.name = name or self.path.stem
         self.max_size = max_size
         self.score_threshold = score_threshold
@@ -117,6 +119,8 @@ class Teacher:
             return min(self.fixed[0] / w, self.fixed[1] / h)
         if self.max_size is not None:
             return self.max_size / max(w, h)
+        if self.min_size is not None and max(w, h) < self.min_size:
+            return self.min_size / max(w, h)
         return 1.0
 
     def detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
