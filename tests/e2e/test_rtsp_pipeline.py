@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from core.settings import RedisSettings
-from tests.e2e.procs import RedisServer, RtspServer, facestream, facestream_env, has_gst_rtsp
+from tests.e2e.procs import facestream, facestream_env
 from tests.services.clips import make_clip
+from tests.services.redis_service import RedisServer
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import read_events, wait_for
 
-pytestmark = [pytest.mark.rtsp, pytest.mark.skipif(not has_gst_rtsp(), reason="GStreamer RTSP server missing")]
+pytestmark = pytest.mark.rtsp
 
 INGEST_ENV = dict(
     FACESTREAM_INGEST__OPEN_TIMEOUT_S="3", FACESTREAM_INGEST__READ_TIMEOUT_S="2",
@@ -29,8 +30,7 @@ def clip640(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("clip") / "cam.mp4", frames=100, fps=25, width=640, height=480)
 
 
-def start_camera(tmp_path, env, clip, procs, cam="cam-rtsp"):
-    server = RtspServer(clip.path, tmp_path)
+def start_camera(tmp_path, env, server, procs, cam="cam-rtsp"):
     add = facestream("camera-add", ["camera", "add", cam, server.url, "--fps", "5", "--detect-size", "320"],
                      env, tmp_path)
     assert add.wait(60) == 0, add.output()
@@ -40,16 +40,16 @@ def start_camera(tmp_path, env, clip, procs, cam="cam-rtsp"):
 
 
 def test_rtsp_camera_to_events(tmp_path, wprefix, rconn, keys, random_weights, low_threshold_detector,
-                               start_worker, procs, clip640):
+                               start_worker, procs, clip640, rtsp_server_factory):
     env = facestream_env(wprefix, **INGEST_ENV)
-    server, _ingest = start_camera(tmp_path, env, clip640, procs)
+    server, _ingest = start_camera(tmp_path, env, rtsp_server_factory(clip640, shared=True), procs)
     try:
         t0 = time.time_ns()
         start_worker(det=low_threshold_detector)
         wait_for(lambda: rconn.xlen(keys.events) >= 8, timeout=40, what="events from the RTSP camera")
         evs = read_events(rconn, keys.events)
     finally:
-        server.close()
+        server.stop()
     seqs = [e.frame.seq for e in evs]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     for ev in evs:
@@ -72,8 +72,9 @@ def test_rtsp_camera_to_events(tmp_path, wprefix, rconn, keys, random_weights, l
 
 
 def test_redis_restart_ingest_and_worker_resume(tmp_path, wprefix, random_weights, detector, start_worker,
-                                                procs, clip640):
-    redis_srv = RedisServer(tmp_path / "redis").start()
+                                                procs, clip640, rtsp_server_factory):
+    # AOF on, so the restarted server still has the camera registry, the streams and the group
+    redis_srv = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")).start()
     try:
         env = facestream_env(wprefix, redis_url=redis_srv.url, **INGEST_ENV)
         settings = make_settings(wprefix, random_weights)
@@ -84,20 +85,22 @@ def test_redis_restart_ingest_and_worker_resume(tmp_path, wprefix, random_weight
 
         keys = Keys(wprefix)
         r = bus.connect(settings.redis)
-        server, ingest = start_camera(tmp_path, env, clip640, procs)
+        server, ingest = start_camera(tmp_path, env, rtsp_server_factory(clip640, shared=True), procs)
         try:
             wt = start_worker(settings=settings)
             wait_for(lambda: r.xlen(keys.events) >= 3, timeout=40, what="events before the restart")
             before = max(e.frame.seq for e in read_events(r, keys.events))
-            redis_srv.restart(down_s=1.0)
+            redis_srv.stop()
+            time.sleep(1.0)
+            redis_srv.start()
             wait_for(lambda: _max_seq(r, keys) > before + 5, timeout=40, what="events after the restart")
             assert ingest.alive() and wt.thread.is_alive()
             assert wt.worker.stats["redis_errors"] >= 1
         finally:
-            server.close()
+            server.stop()
             r.close()
     finally:
-        redis_srv.stop()
+        redis_srv.close()
 
 
 def _max_seq(r, keys) -> int:

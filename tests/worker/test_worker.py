@@ -222,3 +222,27 @@ def test_worker_recreates_the_group_when_redis_comes_back_empty(rconn, keys, sta
         publish_frame(rconn, keys, "cam1", seq)
     wait_for(lambda: rconn.xlen(keys.events) == 3, what="events after the group vanished")
     assert wt.thread.is_alive()
+
+
+def test_worker_survives_a_real_redis_restart_that_loses_everything(private_redis, wprefix, random_weights,
+                                                                    start_worker):
+    from core import bus
+    from core.keys import Keys
+    from core.settings import RedisSettings
+
+    rs = RedisSettings(url=private_redis.url, prefix=wprefix, retry_attempts=1, socket_timeout_s=2,
+                       retry_backoff_max_s=0.2)
+    settings = make_settings(wprefix, random_weights).model_copy(update={"redis": rs})
+    k = Keys(wprefix)
+    wt = start_worker(settings=settings)
+    r = bus.connect(rs)
+    publish_frame(r, k, "cam1", 0)
+    wait_for(lambda: r.xlen(k.events) == 1, what="event before the restart")
+    private_redis.restart()  # no persistence: stream, group and events are gone
+    time.sleep(0.5)
+    r = bus.connect(rs)
+    publish_frame(r, k, "cam1", 1)
+    publish_frame(r, k, "cam1", 2)
+    wait_for(lambda: r.xlen(k.events) == 2, timeout=20, what="events after the restart")
+    assert [e.event_id for e in read_events(r, k.events)] == ["cam1:1", "cam1:2"]
+    assert wt.thread.is_alive()  # redis-py's retry may hide the outage; the group was recreated (NOGROUP)
