@@ -222,3 +222,15 @@ def test_redis_errors_are_redis_exceptions(redis_client, keys):
     redis_client.set(keys.frames, "not a stream")
     with pytest.raises(redis.ResponseError):
         ensure_group(redis_client, keys.frames, "g")
+
+
+def test_rediss_url_with_credentials_builds_tls_client():
+    s = RedisSettings(url="rediss://app:pw%40x@redis.example:6380/3", ssl_cert_reqs="none")
+    r = connect(s, ping=False)
+    kw = r.connection_pool.connection_kwargs
+    assert r.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert (kw["username"], kw["password"], kw["host"], kw["port"], kw["db"]) == (
+        "app", "pw@x", "redis.example", 6380, 3)
+    r2 = connect(RedisSettings(url="redis://redis:6379/0", username="u", password="secret"), ping=False)
+    kw2 = r2.connection_pool.connection_kwargs
+    assert (kw2["username"], kw2["password"]) == ("u", "secret")
