@@ -228,6 +228,16 @@ class TextFormatter(logging.Formatter):
 _HANDLER_FLAG = "_facestream_handler"
 
 
+class _Stderr:
+    """sys.stderr looked up at write time (it may be swapped, e.g. by click's CliRunner or pytest)."""
+
+    def write(self, s: str) -> int:
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def setup_logging(
     settings: Any = None, *, level: str | None = None, fmt: str | None = None, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -242,7 +252,7 @@ def setup_logging(
     for h in list(root.handlers):
         if getattr(h, _HANDLER_FLAG, False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or _Stderr())
     setattr(handler, _HANDLER_FLAG, True)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
