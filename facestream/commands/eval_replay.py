@@ -67,6 +67,7 @@ def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allo
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write report.md, report.json, frames.csv and PNG plots here.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the PNG plots into --out.")
 @click.option("--wait", "wait_s", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Wait up to this long for the replay to end and every frame's event to arrive.")
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -74,8 +75,8 @@ def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allo
 @gate_options
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.pass_context
-def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, threshold, iou, out_dir, wait_s,
-           baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch, as_json) -> None:
+def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, threshold, iou, out_dir, plots,
+           wait_s, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch, as_json) -> None:
     """Score replay run(s) against footage labels: P/R/F1 at --threshold, AP (IoU 0.5, VOC), drops, latency.
 
     \b
@@ -123,8 +124,8 @@ def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, thresho
     if baseline:
         result = _run_gate(report.data, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch)
     if out_dir:
-        paths = write_report(report, out_dir, result)
-        click.echo(f"report: {paths['md']} (+ report.json, frames.csv, pr.png, detections.png, latency.png)",
+        paths = write_report(report, out_dir, result, plots=plots)
+        click.echo(f"report: {paths['md']} (+ {', '.join(p.name for k, p in paths.items() if k != 'md')})",
                    err=True)
     if as_json:
         data = dict(report.data)

@@ -4,6 +4,7 @@ event builder for scoring tests without Redis."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def find_faces(bgr: np.ndarray, min_area: int = 60) -> np.ndarray:
     return np.array(out, np.float64).reshape(-1, 5)
 
 
+@dataclass
+class Dets:
+    """Duck type of models.facedet.postprocess.Detections (importing that package loads torch: slow)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray | None = None
+    truncated: int = 0
+
+
 class OracleDetector:
     """A stand-in for the face detector that finds the drawn faces (for real-pipeline metric tests).
 
@@ -102,9 +113,6 @@ class OracleDetector:
     """
 
     def __init__(self, name: str = "oracle", drop_leftmost: bool = False, shift: float = 0.0):
-        from models.facedet.postprocess import Detections
-
-        self._Det = Detections
         self.drop_leftmost = drop_leftmost
         self.shift = shift
         self.info = ModelInfo(name=name, version="test", sha256=f"{name}-{int(drop_leftmost)}-{shift}",
@@ -121,7 +129,7 @@ class OracleDetector:
                 w = d[:, 2] - d[:, 0]
                 d[:, 0] += self.shift * w
                 d[:, 2] += self.shift * w
-            out.append(self._Det(d[:, :4].astype(np.float32), d[:, 4].astype(np.float32), None))
+            out.append(Dets(d[:, :4].astype(np.float32), d[:, 4].astype(np.float32)))
         return out
 
 
