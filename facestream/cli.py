@@ -62,6 +62,12 @@ main.add_command(demo)
 from facestream.commands.detect import detect  # noqa: E402
 
 main.add_command(detect)
+from facestream.commands.evaluate import eval_group  # noqa: E402
+
+main.add_command(eval_group)
+from facestream.commands.label import label  # noqa: E402
+
+main.add_command(label)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,93 @@
+"""``facestream eval``: the evaluation group.
+
+* ``facestream eval wider --model M --data DIR``: the official WIDER FACE protocol (easy/medium/hard AP)
+  plus P/R/F1 at the model's shipped threshold, per-attribute recall and PR curves. ``M`` is our weights
+  (.safetensors / our .onnx), a peer ONNX (SCRFD, YuNet, CenterFace, RetinaFace, ULFD, YOLO5Face) or
+  ``haar``. ``DIR`` holds ``images/``, ``ground_truth/*.mat`` and optionally ``wider_face_val_bbx_gt.txt``
+  (e.g. ``../shared/data/eval/widerface-val-mini``); only images present are scored.
+* ``facestream eval replay`` / ``facestream eval gate``: replay-run scoring and the regression gate
+  (facestream/commands/eval_replay.py).
+
+``eval`` is a group (not a command with options) so that every evaluation is a named subcommand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate detectors: WIDER FACE protocol (wider), replay runs (replay), regression gate (gate)."""
+
+
+@eval_group.command("wider")
+@click.option("--model", required=True,
+              help="Our weights (.safetensors/.onnx), a peer ONNX, or 'haar'.")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="WIDER val folder with images/ and ground_truth/.")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Images folder (<event>/<name>.jpg); overrides DATA/images.")
+@click.option("--gt", "gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat; overrides "
+                   "DATA/ground_truth.")
+@click.option("--threshold", type=float, default=None,
+              help="Score threshold for P/R/F1 (raw scores). Default: the model's shipped threshold.")
+@click.option("--min-score", type=float, default=0.02, show_default=True,
+              help="Detections below this are dropped before evaluation (the published convention).")
+@click.option("--max-size", type=int, default=None,
+              help="Long side for dynamic-input models (default: original size; ours: its input size).")
+@click.option("--runtime", default="auto", show_default=True, help="Our weights: auto | onnx | torch | tensorrt.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--name", default=None, help="Name in the report (default: the model file's stem).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write result.json, result.md, pr.png and the official prediction files here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of markdown.")
+@click.option("--progress/--no-progress", default=True)
+def wider(model, data_dir, images_dir, gt_dir, threshold, min_score, max_size, runtime, threads, name,
+          out_dir, as_json, progress) -> None:
+    """Official WIDER FACE evaluation of one model on the images present."""
+    from training.evaluate.adapters import load_eval_model
+    from training.evaluate.plots import plot_pr_curves
+    from training.evaluate.wider import evaluate_detector
+
+    images_dir = images_dir or (data_dir / "images" if data_dir else None)
+    gt_dir = gt_dir or (data_dir / "ground_truth" if data_dir else None)
+    if images_dir is None or gt_dir is None or not (gt_dir / "wider_face_val.mat").exists():
+        raise click.UsageError("need --data DIR (with images/ and ground_truth/) or --images and --gt")
+    bbx = None
+    for cand in ((data_dir / "wider_face_val_bbx_gt.txt") if data_dir else None,
+                 gt_dir.parent / "wider_face_val_bbx_gt.txt"):
+        if cand is not None and cand.exists():
+            bbx = cand
+            break
+    try:
+        m = load_eval_model(model, min_score=min_score, max_size=max_size, threads=threads, runtime=runtime,
+                            name=name)
+    except Exception as e:  # unreadable model, missing runtime: one clear line, not a traceback
+        raise click.ClickException(f"cannot load {model}: {e}") from e
+    thr = m.default_threshold if threshold is None else threshold
+    res = evaluate_detector(m.detect_fn, images_dir, gt_dir, threshold=thr, min_score=min_score,
+                            name=m.name, bbx_gt_txt=bbx, progress=progress,
+                            pred_dir=(out_dir / "predictions") if out_dir else None)
+    res.extra.update({"model": str(model), "kind": m.kind, "min_score": min_score, "max_size": max_size})
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "result.json").write_text(res.to_json(curves=True))
+        (out_dir / "result.md").write_text(res.to_markdown())
+        plot_pr_curves(res, out_dir / "pr.png")
+    click.echo(res.to_json() if as_json else res.to_markdown())
+
+
+def _attach_replay() -> None:
+    try:
+        from facestream.commands.eval_replay import gate, replay
+    except ImportError:  # pragma: no cover - the replay commands are optional in this group
+        return
+    eval_group.add_command(replay)
+    eval_group.add_command(gate)
+
+
+_attach_replay()

@@ -1,0 +1,110 @@
+"""``facestream label``: teacher labels from peer detectors (run, fuse with WBF, write WIDER format).
+
+Examples::
+
+    facestream label --teacher scrfd_2.5g.onnx --teacher yunet_n.onnx --images photos/ --out labels.txt
+    facestream label --teacher A.onnx --teacher B.onnx --images set/ --merge-with set/labels.txt \\
+        --fill-as ignore --out set-filled.txt
+    facestream label --teacher A.onnx --video street.mp4 --every 5 --out street-labels.txt
+
+Output: WIDER-format text with a score column and 5 landmarks per face (see training/widerio.py);
+``invalid`` (8th column) = 1 marks an ignore region. Video frames are keyed ``<video name>/<frame index>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("label")
+@click.option("--teacher", "teachers", multiple=True, required=True,
+              help="Peer detector ONNX (type recognised from its outputs) or 'haar'. Repeatable.")
+@click.option("--weight", "weights", multiple=True, type=float,
+              help="Fusion weight per --teacher, in order (default 1 each).")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of images (searched recursively); label paths are relative to it.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Label frames of a video instead of images.")
+@click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Video: every N-th frame.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Fused score at or above which a face is a label.")
+@click.option("--ignore-below", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Fused faces in [ignore-below, threshold) are written as ignore regions (invalid=1); "
+                   "below it they are dropped.")
+@click.option("--merge-with", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Human WIDER labels: add teacher faces overlapping no human box (IoU < --merge-iou).")
+@click.option("--fill-as", type=click.Choice(["label", "ignore"]), default="label", show_default=True,
+              help="Merge mode: added teacher faces become labels (by threshold) or ignore regions.")
+@click.option("--fill-only", is_flag=True, help="Merge mode: write only the added faces, not the human ones.")
+@click.option("--merge-iou", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--fusion-iou", type=click.FloatRange(0, 1), default=0.55, show_default=True)
+@click.option("--min-score", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Teacher detections below this are not fused.")
+@click.option("--max-size", type=int, default=None,
+              help="Long side for dynamic-input teachers (default: original size).")
+@click.option("--min-size", type=int, default=640, show_default=True,
+              help="Upscale smaller images to this long side for dynamic-input teachers.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--progress/--no-progress", default=True)
+def label(teachers, weights, images_dir, video, every, out, threshold, ignore_below, merge_with, fill_as,
+          fill_only, merge_iou, fusion_iou, min_score, max_size, min_size, threads, progress) -> None:
+    """Run teacher detectors, fuse them (weighted box fusion) and write WIDER-format labels."""
+    from tqdm import tqdm
+
+    from training.distill.label import (
+        TeacherEnsemble,
+        fill_missing,
+        fused_to_wider,
+        iter_images,
+        iter_video,
+        list_images,
+    )
+    from training.distill.teachers import load_teacher
+    from training.widerio import read_wider_labels, write_wider_labels
+
+    if (images_dir is None) == (video is None):
+        raise click.UsageError("give exactly one of --images or --video")
+    if weights and len(weights) != len(teachers):
+        raise click.UsageError("give one --weight per --teacher (or none)")
+    if merge_with is not None and video is not None:
+        raise click.UsageError("--merge-with works with --images")
+    try:
+        models = [load_teacher(t, score_threshold=min_score, max_size=max_size, min_size=min_size,
+                               threads=threads) for t in teachers]
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    ens = TeacherEnsemble(models, weights or None, iou_thr=fusion_iou, skip_box_thr=min_score)
+    click.echo("teachers: " + ", ".join(f"{m.name} ({getattr(m, 'kind', '?')})" for m in models), err=True)
+
+    results = []
+    skipped = 0
+    if video is not None:
+        for idx, frame in tqdm(iter_video(video, every), desc="label", unit="frame", disable=not progress):
+            results.append(fused_to_wider(f"{video.name}/{idx:06d}", ens.label_image(frame), threshold,
+                                          ignore_below))
+    else:
+        human = None
+        if merge_with is not None:
+            human = {im.path: im for im in read_wider_labels(merge_with)}
+            names = list(human)
+        else:
+            names = list_images(images_dir)
+        for rel, img in tqdm(iter_images(images_dir, names), total=len(names), desc="label", unit="img",
+                             disable=not progress):
+            if img is None:
+                skipped += 1
+                continue
+            fused = ens.label_image(img)
+            if human is not None:
+                results.append(fill_missing(human[rel], fused, threshold, ignore_below, merge_iou, fill_as,
+                                            keep_human=not fill_only))
+            else:
+                results.append(fused_to_wider(rel, fused, threshold, ignore_below))
+    write_wider_labels(out, results, with_scores=True, with_landmarks=True)
+    n_lab = sum(int((r.attrs[:, 3] == 0).sum()) for r in results)
+    n_ign = sum(int((r.attrs[:, 3] == 1).sum()) for r in results)
+    click.echo(f"{out}: {len(results)} images, {n_lab} label faces, {n_ign} ignore regions"
+               + (f", {skipped} unreadable images skipped" if skipped else ""))
