@@ -139,6 +139,21 @@ class FrameConsumer:
             extra={"id": _s(entry.id), "reason": reason[:300], "deliveries": entry.deliveries},
         )
 
+    def prune_consumers(self, idle_ms: int) -> int:
+        """Delete consumers with nothing pending that have been idle longer than ``idle_ms`` (dead
+        workers' names pile up otherwise). Safe: a live one is re-created by its next read."""
+        n = 0
+        try:
+            rows = self.r.xinfo_consumers(self.stream, self.group)
+        except ResponseError:
+            return 0
+        for c in rows:
+            name = _s(c.get("name"))
+            if name != self.consumer and int(c.get("pending") or 0) == 0 and int(c.get("idle") or 0) > idle_ms:
+                self.r.xgroup_delconsumer(self.stream, self.group, name)
+                n += 1
+        return n
+
     # -- lag --------------------------------------------------------------------------------------
     def lag(self) -> tuple[int, int]:
         """(entries not yet delivered to the group, entries delivered but not acked)."""

@@ -168,6 +168,7 @@ class Worker:
         recover = True
         next_claim = 0.0
         next_beat = 0.0
+        next_prune = time.monotonic() + 60
         backoff = 0.1
         log.info(
             "worker started",
@@ -189,6 +190,9 @@ class Worker:
                     if now >= next_beat:
                         self._heartbeat()
                         next_beat = now + self.heartbeat_s
+                    if now >= next_prune:
+                        self.consumer.prune_consumers(max(3_600_000, 10 * self.ws.claim_idle_ms))
+                        next_prune = now + 600
                     first, backlog = backlog[: self.ws.max_batch], backlog[self.ws.max_batch :]
                     entries = self.batcher.collect(first=first, stop=stop)
                     if entries:
