@@ -156,7 +156,8 @@ def main() -> int:
     print(f"Detect fps {args.fps:g}, detect size {args.detect_size}, JPEG q90, decode thread_type="
           f"{args.thread_type} threads={args.threads}; best of {args.repeat} alternating rounds.")
     print()
-    print("| clip | frames | bare decode fps/core | ingest fps/core (decoded) | published | ratio (CPU) | ratio (wall) |")
+    print("| clip | frames | bare decode fps/core | ingest fps/core (decoded) | published | ratio (CPU) "
+          "| ratio (wall) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['file']} ({row['desc']}) | {row['frames']} | {row['bare_cpu']:.1f} | {row['ing_cpu']:.1f} "
