@@ -305,6 +305,14 @@ class YOLO5Face(Teacher):
     kind = "yolo5face"
     default_threshold = 0.5
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        if self.fixed is None:  # the export declares dynamic axes but reshapes to a fixed grid
+            import re
+
+            m = re.search(r"(\d+)x(\d+)", self.path.stem)
+            self.fixed = (int(m.group(2)), int(m.group(1))) if m else (640, 640)
+
     def _run(self, img):
         blob = (img[:, :, ::-1].astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         out = self.sess.run(None, {self.input_name: np.ascontiguousarray(blob)})[0][0]

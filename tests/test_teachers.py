@@ -1,0 +1,142 @@
+"""Peer-detector runners (teachers): type detection, decoding checked on a real photo with known faces.
+
+Needs the peer models and the WIDER val mini in ../shared (or $FACESTREAM_SHARED); skips otherwise.
+The full accuracy check (AP on the 98 images, ~minutes) is `bench/accuracy.py`, and a slow test below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACESTREAM_SHARED", REPO.parent / "shared"))
+PEERS = SHARED / "models" / "peers"
+VAL = SHARED / "data" / "eval" / "widerface-val-mini"
+IMAGE = "2--Demonstration/2_Demonstration_Political_Rally_2_816.jpg"  # 20 faces, 22-96 px wide
+
+pytestmark = pytest.mark.skipif(not (PEERS / "scrfd_pypi_0.3.0.onnx").exists() or not (VAL / "images").exists(),
+                                reason=f"peer models / WIDER val mini not found under {SHARED}")
+
+CASES = [  # file, kind, has landmarks
+    ("libfd_scrfd_500m_bnkps.onnx", "scrfd", True),
+    ("scrfd_pypi_0.3.0.onnx", "scrfd", True),
+    ("libfd_yunet_n_dynamic.onnx", "yunet", True),
+    ("libfd_yunet_s_dynamic.onnx", "yunet", True),
+    ("libfd_yunet_n_640_640.onnx", "yunet", True),
+    ("centerface.onnx", "centerface", True),
+    ("libfd_retinaface_mbnet0.25.onnx", "retinaface", True),
+    ("ulfg_version-RFB-640.onnx", "ulfd", False),
+    ("libfd_yolo5face_500m_320x320.onnx", "yolo5face", True),
+]
+
+
+@pytest.fixture(scope="module")
+def photo():
+    import cv2
+
+    from training.widerio import read_wider_labels
+
+    gt = next(im for im in read_wider_labels(VAL / "wider_face_val_bbx_gt.txt") if im.path == IMAGE)
+    img = cv2.imread(str(VAL / "images" / IMAGE))
+    assert img is not None
+    return img, gt.xyxy
+
+
+def _recall(dets: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> tuple[float, np.ndarray]:
+    from training.evaluate.metrics import iou_xyxy
+
+    if len(dets) == 0:
+        return 0.0, np.full(len(gt), -1)
+    ov = iou_xyxy(gt, dets[:, :4])
+    best = ov.argmax(1)
+    hit = ov.max(1) >= iou
+    return float(hit.mean()), np.where(hit, best, -1)
+
+
+@pytest.mark.parametrize(("fname", "kind", "has_lms"), CASES)
+def test_runner_finds_the_faces(photo, fname, kind, has_lms):
+    from training.distill.teachers import detect_model_type, load_teacher
+
+    path = PEERS / fname
+    if not path.exists():
+        pytest.skip(f"{path} absent")
+    assert detect_model_type(path) == kind
+    t = load_teacher(path, score_threshold=0.3, threads=1)
+    img, gt = photo
+    dets, lms = t.detect(img)
+    assert dets.ndim == 2 and dets.shape[1] == 5 and dets.dtype == np.float32
+    assert (dets[:, 2] > dets[:, 0]).all() and (dets[:, 3] > dets[:, 1]).all()
+    assert (dets[:, 0] >= 0).all() and (dets[:, 2] <= img.shape[1]).all()
+    assert np.all(np.diff(dets[:, 4]) <= 0)  # sorted by score
+    rec, match = _recall(dets, gt)
+    assert rec >= (0.15 if "320" in fname else 0.4), f"{fname}: recall {rec:.2f} on {IMAGE}"
+    if has_lms:
+        assert lms is not None and lms.shape == (len(dets), 5, 2)
+        # landmarks of the matched faces lie inside their boxes (decode order / axes right)
+        j = match[match >= 0]
+        b, c = dets[j, :4], lms[j]
+        inside = ((c[..., 0] >= b[:, None, 0] - 2) & (c[..., 0] <= b[:, None, 2] + 2)
+                  & (c[..., 1] >= b[:, None, 1] - 2) & (c[..., 1] <= b[:, None, 3] + 2))
+        assert inside.mean() > 0.95
+        assert (c[:, 0, 0] < c[:, 1, 0]).mean() > 0.8  # left eye left of right eye (image coordinates)
+        assert (c[:, 3, 1] > c[:, 0, 1]).mean() > 0.8  # mouth below the eyes
+    else:
+        assert lms is None
+    assert len(t(img)) == len(dets)  # __call__ = detect_fn contract
+
+
+def test_haar_runs(photo):
+    from training.distill.teachers import load_teacher
+
+    img, _ = photo
+    h = load_teacher("haar")
+    dets = h(img)
+    assert dets.shape[1] == 5 and len(dets) >= 1
+
+
+def test_unknown_onnx_is_rejected(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from training.distill.teachers import detect_model_type
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    p = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(p))
+    with pytest.raises(ValueError, match="unrecognised"):
+        detect_model_type(p)
+
+
+def test_ensemble_label_image(photo):
+    from training.distill.label import TeacherEnsemble
+    from training.distill.teachers import load_teacher
+
+    img, gt = photo
+    ens = TeacherEnsemble([load_teacher(PEERS / "libfd_yunet_n_dynamic.onnx", threads=1),
+                           load_teacher(PEERS / "libfd_scrfd_500m_bnkps.onnx", threads=1)])
+    fused = ens.label_image(img)
+    rec, _ = _recall(fused.dets[fused.dets[:, 4] >= 0.5], gt)
+    assert rec >= 0.4 and fused.landmarks.shape == (len(fused), 5, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fname", "kw", "expected"), [
+    ("libfd_scrfd_500m_bnkps.onnx", {"max_size": 640}, (0.812, 0.798, 0.647)),
+    ("libfd_yunet_n_dynamic.onnx", {}, (0.797, 0.798, 0.741)),
+    ("scrfd_pypi_0.3.0.onnx", {}, (0.862, 0.856, 0.722)),
+])
+def test_reference_ap_on_val_mini(fname, kw, expected):
+    """Runner + evaluator reproduce independently measured APs (official protocol, score >= 0.02)."""
+    from training.distill.teachers import load_teacher
+    from training.evaluate.wider import evaluate_detector
+
+    t = load_teacher(PEERS / fname, score_threshold=0.02, **kw)
+    r = evaluate_detector(t, VAL / "images", VAL / "ground_truth", progress=False)
+    for s, e in zip(("easy", "medium", "hard"), expected, strict=True):
+        assert abs(r.ap[s] - e) < 0.01, (s, r.ap[s], e)
