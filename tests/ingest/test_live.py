@@ -11,7 +11,7 @@ from core.schema import CameraState, ErrorReason, FrameRef, PayloadCodec
 from ingest.encoder import decode_payload
 from ingest.registry import Registry
 from ingest.supervisor import Supervisor
-from tests.ingest.conftest import fast_settings, wait_for
+from tests.ingest.conftest import fast_settings, url_path, wait_for
 
 pytestmark = pytest.mark.rtsp
 
@@ -27,9 +27,9 @@ def state_of(reg: Registry, cam: str):
 
 
 def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
-    srv = rtsp_server()
+    srv = rtsp_server
     reg = Registry(r, keys)
-    reg.add("door", srv.url(), fps=5, detect_size=160)
+    reg.add("door", srv.url, fps=5, detect_size=160)
     with Supervisor(r, keys, isettings) as sup:
         wait_for(lambda: state_of(reg, "door")[0] is CameraState.online, 10, what="online")
         t_online = time.time_ns()
@@ -62,9 +62,9 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
 
 
 def test_server_killed_and_restarted(r, keys, rtsp_server):
-    srv = rtsp_server()
+    srv = rtsp_server
     reg = Registry(r, keys)
-    reg.add("lobby", srv.url(), fps=5, detect_size=160)
+    reg.add("lobby", srv.url, fps=5, detect_size=160)
     s = fast_settings(read_timeout_s=1.0, backoff_min_s=0.2, backoff_max_s=0.5)
     with Supervisor(r, keys, s):
         wait_for(lambda: state_of(reg, "lobby")[0] is CameraState.online, 10, what="online")
@@ -91,9 +91,8 @@ def test_server_killed_and_restarted(r, keys, rtsp_server):
 
 
 def test_hung_endpoint_times_out(r, keys, hung_endpoint):
-    host, port = hung_endpoint
     reg = Registry(r, keys)
-    reg.add("hung", f"rtsp://{host}:{port}/cam")
+    reg.add("hung", hung_endpoint.url)
     s = fast_settings(open_timeout_s=1.0, read_timeout_s=1.0, backoff_min_s=5, backoff_max_s=5)
     with Supervisor(r, keys, s):
         t0 = time.monotonic()
@@ -105,23 +104,22 @@ def test_hung_endpoint_times_out(r, keys, hung_endpoint):
 
 
 def test_not_found(r, keys, rtsp_server):
-    srv = rtsp_server()
     reg = Registry(r, keys)
-    reg.add("wrongpath", srv.url("/nope"))
+    reg.add("wrongpath", url_path(rtsp_server.url, "/nope"))
     with Supervisor(r, keys, fast_settings(backoff_max_s=5)):
         wait_for(lambda: state_of(reg, "wrongpath") == (CameraState.error, ErrorReason.not_found), 5,
                  what="not_found")
 
 
-def test_auth(r, keys, rtsp_server):
+def test_auth(r, keys, rtsp_server_factory):
     try:
-        locked = rtsp_server(user="admin", password="s3cret-pw")
-    except RuntimeError as exc:  # the fixture's server cannot do auth here: covered by the 401 text test
+        locked = rtsp_server_factory(user="admin", password="s3cret-pw")
+    except Exception as exc:  # the fixture's server cannot do auth here: covered by the 401 text test
         pytest.skip(f"RTSP test server without auth support: {exc}")
     reg = Registry(r, keys)
-    reg.add("nocreds", locked.url())
-    reg.add("badcreds", locked.url(user="admin", password="wrong-pw"))
-    reg.add("goodcreds", locked.url(user="admin", password="s3cret-pw"), detect_size=160)
+    reg.add("nocreds", locked.url_without_auth)
+    reg.add("badcreds", locked.url_with("admin", "wrong-pw"))
+    reg.add("goodcreds", locked.url_with("admin", "s3cret-pw"), detect_size=160)
     with Supervisor(r, keys, fast_settings(backoff_max_s=5)):
         def classified():
             return (state_of(reg, "nocreds") == (CameraState.error, ErrorReason.auth)
@@ -156,9 +154,8 @@ def test_corrupt_and_non_video_file_cameras(r, keys, tmp_path, clip):
 
 
 def test_live_memory_bounded_without_workers(r, keys, rtsp_server):
-    srv = rtsp_server()
     reg = Registry(r, keys)
-    reg.add("busy", srv.url(), fps=25, detect_size=96)  # every frame of the 25 fps stream
+    reg.add("busy", rtsp_server.url, fps=25, detect_size=96)  # every frame of the 25 fps stream
     s = fast_settings(frames_maxlen=20, max_frame_age_ms=400)
     with Supervisor(r, keys, s):
         wait_for(lambda: state_of(reg, "busy")[0] is CameraState.online, 10, what="online")
@@ -177,13 +174,12 @@ def test_live_memory_bounded_without_workers(r, keys, rtsp_server):
 
 
 def test_registry_changes_reach_running_ingest(r, keys, rtsp_server):
-    srv = rtsp_server()
     reg = Registry(r, keys)
     s = fast_settings(resync_s=60.0, lease_renew_ms=1000)  # only pub/sub can make this fast
     with Supervisor(r, keys, s) as sup:
         time.sleep(0.3)
         t0 = time.monotonic()
-        reg.add("late", srv.url(), detect_size=96)
+        reg.add("late", rtsp_server.url, detect_size=96)
         wait_for(lambda: sup.owned_ids() == ["late"], 2, interval=0.01, what="claimed after add")
         assert time.monotonic() - t0 < 1.0
         wait_for(lambda: state_of(reg, "late")[0] is CameraState.online, 10, what="online")

@@ -87,10 +87,11 @@ def test_replay_samples_by_pts_and_fails_cleanly(r, keys, clip, tmp_path):
     assert r.hget(keys.run_info("bad-1"), "status") == b"failed"
 
 
-def _env(prefix: str, **extra: str) -> dict[str, str]:
+def _env(redis_settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "FACESTREAM_REDIS__PREFIX": prefix,
+        "FACESTREAM_REDIS__URL": redis_settings.url,
+        "FACESTREAM_REDIS__PREFIX": redis_settings.prefix,
         "FACESTREAM_INGEST__LEASE_TTL_MS": "2000",
         "FACESTREAM_INGEST__LEASE_RENEW_MS": "300",
         "FACESTREAM_INGEST__HTTP_PORT": "0",
@@ -110,13 +111,12 @@ def _holders(r, keys, cams):
 
 
 @pytest.mark.rtsp
-def test_two_ingest_processes_split_and_take_over(r, keys, prefix, rtsp_server):
-    srv = rtsp_server()
+def test_two_ingest_processes_split_and_take_over(r, keys, redis_settings, rtsp_server):
     reg = Registry(r, keys)
     cams = [f"cam{i}" for i in range(4)]
     for c in cams:
-        reg.add(c, srv.url(), fps=2, detect_size=96)
-    procs = [subprocess.Popen([*facestream_exe(), "ingest", "--id", name], env=_env(prefix),
+        reg.add(c, rtsp_server.url, fps=2, detect_size=96)
+    procs = [subprocess.Popen([*facestream_exe(), "ingest", "--id", name], env=_env(redis_settings),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for name in ("ing-a", "ing-b")]
     try:
@@ -148,10 +148,10 @@ def test_two_ingest_processes_split_and_take_over(r, keys, prefix, rtsp_server):
                 p.wait(5)
 
 
-def test_cli_camera_commands(prefix, r, keys):
+def test_cli_camera_commands(redis_settings, r, keys):
     from facestream.cli import main
 
-    env = {"FACESTREAM_REDIS__PREFIX": prefix}
+    env = {"FACESTREAM_REDIS__PREFIX": redis_settings.prefix, "FACESTREAM_REDIS__URL": redis_settings.url}
     run = CliRunner().invoke
     res = run(main, ["camera", "add", "gate", "rtsp://admin:hunter2@10.1.2.3/live", "--fps", "2",
                      "--detect-size", "480", "--transport", "udp"], env=env)
@@ -179,10 +179,10 @@ def test_cli_camera_commands(prefix, r, keys):
     assert res.exit_code == 1
 
 
-def test_cli_replay(prefix, r, keys, clip):
+def test_cli_replay(redis_settings, r, keys, clip):
     from facestream.cli import main
 
-    env = {"FACESTREAM_REDIS__PREFIX": prefix}
+    env = {"FACESTREAM_REDIS__PREFIX": redis_settings.prefix, "FACESTREAM_REDIS__URL": redis_settings.url}
     res = CliRunner().invoke(main, ["replay", str(clip.path), "--camera", "cam-r", "--fps", "5",
                                     "--detect-size", "160", "--run-id", "cli-run", "--json"], env=env)
     assert res.exit_code == 0, res.output
