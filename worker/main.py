@@ -260,7 +260,8 @@ class Worker:
         }
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, mapping=fields)
-        pipe.pexpire(key, max(3 * self.settings.worker.heartbeat_interval_ms, 5000))
+        # generous TTL: a CPU-starved worker must not look dead; crashed ones are found by claim_idle_ms
+        pipe.pexpire(key, max(10 * self.settings.worker.heartbeat_interval_ms, 30_000))
         pipe.execute()
 
     # -- one batch --------------------------------------------------------------------------------
