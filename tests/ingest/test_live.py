@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import urllib.request
 
 import pytest
 
@@ -12,6 +13,7 @@ from ingest.encoder import decode_payload
 from ingest.registry import Registry
 from ingest.supervisor import Supervisor
 from tests.ingest.conftest import fast_settings, url_path, wait_for
+from tests.services import free_port
 
 pytestmark = pytest.mark.rtsp
 
@@ -30,7 +32,8 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
     srv = rtsp_server
     reg = Registry(r, keys)
     reg.add("door", srv.url, fps=5, detect_size=160)
-    with Supervisor(r, keys, isettings) as sup:
+    port = free_port()
+    with Supervisor(r, keys, isettings, metrics_port=port, metrics_host="127.0.0.1") as sup:
         wait_for(lambda: state_of(reg, "door")[0] is CameraState.online, 10, what="online")
         t_online = time.time_ns()
         wait_for(lambda: len(frames(r, keys)) >= 4, 5, what="frames")
@@ -40,6 +43,12 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
         rate = (len(refs) - n0) / 2.0
         st = reg.status("door")
         assert sup.owned_ids() == ["door"]
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in ('facestream_ingest_frames_decoded_total{camera="door"}',
+                 'facestream_ingest_frames_published_total{camera="door"}',
+                 'facestream_ingest_camera_state{camera="door",state="online"} 1.0',
+                 'facestream_ingest_decoded_fps{camera="door"}'):
+        assert line in page, line
     assert 3.5 <= rate <= 6.5, rate  # detect fps 5 from a 25 fps stream, by PTS
     seqs = [f.seq for f in refs]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
