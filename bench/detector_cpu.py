@@ -112,14 +112,16 @@ def run(args) -> dict:
         for _ in range(3):
             s.run(None, feeds[name])
     times: dict[str, list[float]] = {n: [] for n in sess}
+    cpu: dict[str, list[float]] = {n: [] for n in sess}
     per_round = args.seconds / max(1, args.rounds)
     for _ in range(args.rounds):
         for name, s in sess.items():
             end = time.perf_counter() + per_round
             while True:
-                a = time.perf_counter()
+                a, c = time.perf_counter(), time.process_time()
                 s.run(None, feeds[name])
                 times[name].append((time.perf_counter() - a) * 1e3)
+                cpu[name].append((time.process_time() - c) * 1e3)
                 if time.perf_counter() > end:
                     break
     res = {
@@ -135,6 +137,9 @@ def run(args) -> dict:
             "median_ms": round(med, 2), "p10_ms": round(float(np.percentile(ts, 10)), 2),
             "p90_ms": round(float(np.percentile(ts, 90)), 2), "runs": len(ts),
             "vs_yunet": None if y is None else round(med / y, 2),
+            # CPU time of the process per frame: with 1 thread and no spinning this is the work itself,
+            # a fair estimate of uncontended single-thread latency on a machine shared with other jobs
+            "cpu_ms": round(statistics.median(cpu[name]), 2),
             "gmacs": None if name == "YuNet-n" else flops_g(name),
         }
     if args.profile:
@@ -160,12 +165,12 @@ def cpu_name() -> str:
 
 
 def table(res: dict) -> str:
-    rows = ["| model | GMACs (640x480) | median ms | p10-p90 ms | x YuNet-n | runs |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | GMACs (640x480) | median ms | p10-p90 ms | x YuNet-n | CPU ms/frame | runs |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in res["models"].items():
         g = "- (paper: 0.15 G at 320x320)" if name == "YuNet-n" else (f"{m['gmacs']:.2f}" if m["gmacs"] else "")
         rows.append(f"| {name} | {g} | {m['median_ms']:.1f} | {m['p10_ms']:.1f}-{m['p90_ms']:.1f} | "
-                    f"{m['vs_yunet'] if m['vs_yunet'] is not None else '-'} | {m['runs']} |")
+                    f"{m['vs_yunet'] if m['vs_yunet'] is not None else '-'} | {m['cpu_ms']:.1f} | {m['runs']} |")
     return "\n".join(rows)
 
 
