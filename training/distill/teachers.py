@@ -352,6 +352,59 @@ class Haar:
         return self.detect(bgr)[0]
 
 
+class BlazeFace:
+    """MediaPipe BlazeFace (TFLite; short-range 128x128 or full-range 192x192) through ``ai-edge-litert``
+    (optional: benchmark peer only). Letterbox to the square input, RGB in [-1,1]; SSD anchors
+    (short: strides 8,16,16,16 -> 896; full: stride 4 -> 2304), fixed anchor size; sigmoid scores."""
+
+    kind = "blazeface"
+    has_landmarks = False
+    default_threshold = 0.5  # MediaPipe's min_detection_confidence
+
+    def __init__(self, tflite_path: str | Path, *, score_threshold: float = 0.02, nms_iou: float = 0.3,
+                 threads: int = 2, name: str | None = None, **_):
+        from ai_edge_litert.interpreter import Interpreter  # optional dependency
+
+        self.path = Path(tflite_path)
+        self.name = name or self.path.stem
+        self.it = Interpreter(model_path=str(self.path), num_threads=threads)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]
+        self.size = int(self.inp["shape"][1])
+        outs = sorted(self.it.get_output_details(), key=lambda d: int(d["shape"][-1]), reverse=True)
+        self.reg_idx, self.cls_idx = outs[0]["index"], outs[1]["index"]
+        self.score_threshold, self.nms_iou = score_threshold, nms_iou
+        strides = (8, 16, 16, 16) if self.size == 128 else (4,)
+        per = 2 if self.size == 128 else 1
+        anchors = []
+        for st in sorted(set(strides)):
+            g = self.size // st
+            n = per * strides.count(st)
+            anchors.append((_grid(g, g, st, n) + 0.5) / g)
+        self.anchors = np.concatenate(anchors)
+
+    def detect(self, bgr: np.ndarray) -> tuple[np.ndarray, None]:
+        h, w = bgr.shape[:2]
+        scale = self.size / max(w, h)
+        img, scale = resize_pad(bgr, scale, 1, (self.size, self.size))
+        x = (img[:, :, ::-1].astype(np.float32) / 127.5 - 1.0)[None]
+        self.it.set_tensor(self.inp["index"], x)
+        self.it.invoke()
+        reg = self.it.get_tensor(self.reg_idx)[0]
+        logit = np.clip(self.it.get_tensor(self.cls_idx)[0, :, 0].astype(np.float64), -100, 100)
+        sc = 1 / (1 + np.exp(-logit))
+        m = sc >= self.score_threshold
+        a, r = self.anchors[m], reg[m]
+        c = a + r[:, :2] / self.size
+        wh = r[:, 2:4] / self.size
+        boxes = np.concatenate([c - wh / 2, c + wh / 2], 1) * self.size
+        dets, _ = _finish(boxes, sc[m], None, scale, w, h, self.nms_iou)
+        return dets, None
+
+    def __call__(self, bgr):
+        return self.detect(bgr)[0]
+
+
 RUNNERS: dict[str, type[Teacher]] = {
     "scrfd": SCRFD, "yunet": YuNet, "centerface": CenterFace, "retinaface": RetinaFace, "ulfd": ULFD,
     "yolo5face": YOLO5Face,
@@ -383,9 +436,13 @@ def detect_model_type(onnx_path: str | Path) -> str:
     raise ValueError(f"{onnx_path}: unrecognised face-detector ONNX (outputs {sorted(names)})")
 
 
-def load_teacher(path: str | Path, **kw) -> Teacher | Haar:
-    """ONNX path -> the matching runner; ``'haar'`` -> the OpenCV cascade."""
+def load_teacher(path: str | Path, **kw) -> Teacher | Haar | BlazeFace:
+    """ONNX path -> the matching runner; ``'haar'`` -> the OpenCV cascade; ``.tflite`` -> BlazeFace."""
     if str(path).lower() == "haar" or str(path).endswith(".xml"):
         return Haar(None if str(path).lower() == "haar" else str(path), **kw)
+    if str(path).endswith(".tflite"):
+        kw.pop("max_size", None)
+        kw.pop("min_size", None)
+        return BlazeFace(path, **kw)
     kind = detect_model_type(path)
     return RUNNERS[kind](path, **kw)
