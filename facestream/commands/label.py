@@ -9,6 +9,8 @@ Examples::
 
 Output: WIDER-format text with a score column and 5 landmarks per face (see training/widerio.py);
 ``invalid`` (8th column) = 1 marks an ignore region. Video frames are keyed ``<video name>/<frame index>``.
+``--video`` with ``--format footage`` (the default when ``--out`` ends in ``.jsonl``) writes footage labels
+for ``facestream eval replay`` instead (training/evaluate/footage_labels.py, docs/replay-eval.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import click
               help="Label frames of a video instead of images.")
 @click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Video: every N-th frame.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--format", "fmt", type=click.Choice(["auto", "wider", "footage"]), default="auto", show_default=True,
+              help="Output format; footage (video only): JSON Lines for `facestream eval replay`. "
+                   "auto: footage for --video with a .jsonl --out, else wider.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Fused score at or above which a face is a label.")
 @click.option("--ignore-below", type=click.FloatRange(0, 1), default=0.3, show_default=True,
@@ -49,7 +54,7 @@ import click
               help="Upscale smaller images to this long side for dynamic-input teachers.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--progress/--no-progress", default=True)
-def label(teachers, weights, images_dir, video, every, out, threshold, ignore_below, merge_with, fill_as,
+def label(teachers, weights, images_dir, video, every, out, fmt, threshold, ignore_below, merge_with, fill_as,
           fill_only, merge_iou, fusion_iou, min_score, max_size, min_size, threads, progress) -> None:
     """Run teacher detectors, fuse them (weighted box fusion) and write WIDER-format labels."""
     from tqdm import tqdm
@@ -71,6 +76,10 @@ def label(teachers, weights, images_dir, video, every, out, threshold, ignore_be
         raise click.UsageError("give one --weight per --teacher (or none)")
     if merge_with is not None and video is not None:
         raise click.UsageError("--merge-with works with --images")
+    if fmt == "auto":
+        fmt = "footage" if video is not None and out.suffix.lower() == ".jsonl" else "wider"
+    if fmt == "footage" and video is None:
+        raise click.UsageError("--format footage works with --video")
     try:
         models = [load_teacher(t, score_threshold=min_score, max_size=max_size, min_size=min_size,
                                threads=threads) for t in teachers]
@@ -79,6 +88,17 @@ def label(teachers, weights, images_dir, video, every, out, threshold, ignore_be
     ens = TeacherEnsemble(models, weights or None, iou_thr=fusion_iou, skip_box_thr=min_score)
     click.echo("teachers: " + ", ".join(f"{m.name} ({getattr(m, 'kind', '?')})" for m in models), err=True)
 
+    if fmt == "footage":
+        from training.evaluate.footage_labels import label_video
+
+        bar = tqdm(desc="label", unit="frame", disable=not progress)
+        lab = label_video(video, out, ens.label_image, every=every, threshold=threshold, ignore_below=ignore_below,
+                          meta={"teachers": [m.name for m in models]}, progress=lambda _: bar.update(1))
+        bar.close()
+        n_ign = sum(len(f.ignore) for f in lab.frames.values())
+        click.echo(f"{out}: {len(lab.frames)} frames, {lab.faces} label faces, {n_ign} ignore regions "
+                   "(footage labels)")
+        return
     results = []
     skipped = 0
     if video is not None:
