@@ -137,7 +137,7 @@ class FaceDetNet(nn.Module):
         for lvl, (f, s) in enumerate(zip(feats, self.cfg.strides, strict=True)):
             cls, box, kps = self.head(f, lvl)
             b, _, h, w = cls.shape
-            pts = grid_points(h, w, s, device=f.device, dtype=f.dtype)
+            pts = grid_points(h, w, s, device=f.device)  # fp32 even under fp16: exact coordinates
             out.append(
                 (
                     cls.permute(0, 2, 3, 1).reshape(b, h * w, 1),
