@@ -40,6 +40,29 @@ def target_size(width: int, height: int, detect_size: int) -> tuple[int, int]:
     return w - (w % 2) if w > 2 else w, h - (h % 2) if h > 2 else h
 
 
+_I420 = ("yuv420p", "yuvj420p")
+
+
+def _halve_i420(frame, tw: int, th: int) -> np.ndarray:
+    """Exact 2x downscale of a YUV 4:2:0 frame: cv2 INTER_AREA on each plane (a SIMD 2x2 box average),
+    then I420 -> BGR at the small size. 720p -> 640x360 in ~0.3 ms against ~2.9 ms through swscale's
+    area filter (which is the faster path for other ratios, e.g. 1080p -> 640x360: 1.7 ms)."""
+    n = tw * th
+    buf = np.empty(n * 3 // 2, np.uint8)  # I420: Y, then U, then V (tw, th even)
+    cv2.resize(_plane(frame, 0, frame.width, frame.height), (tw, th), dst=buf[:n].reshape(th, tw),
+               interpolation=cv2.INTER_AREA)
+    cw, ch = tw // 2, th // 2
+    for k, off in ((1, n), (2, n + cw * ch)):
+        cv2.resize(_plane(frame, k, frame.width // 2, frame.height // 2), (cw, ch),
+                   dst=buf[off : off + cw * ch].reshape(ch, cw), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(buf.reshape(th * 3 // 2, tw), cv2.COLOR_YUV2BGR_I420)
+
+
+def _plane(frame, i: int, w: int, h: int) -> np.ndarray:
+    p = frame.planes[i]
+    return np.frombuffer(p, np.uint8).reshape(h, p.line_size)[:, :w]
+
+
 class Encoder:
     def __init__(self, detect_size: int = 640, codec: PayloadCodec | str = PayloadCodec.jpeg,
                  jpeg_quality: int = 90, interpolation: str = "AREA"):
@@ -59,6 +82,8 @@ class Encoder:
         tw, th = target_size(frame.width, frame.height, self.detect_size)
         if (tw, th) == (frame.width, frame.height):
             return frame.to_ndarray(format="bgr24")
+        if frame.width == 2 * tw and frame.height == 2 * th and frame.format.name in _I420:
+            return _halve_i420(frame, tw, th)
         return frame.to_ndarray(width=tw, height=th, format="bgr24", interpolation=self.interpolation)
 
     def encode_bgr(self, bgr: np.ndarray) -> EncodedFrame:
