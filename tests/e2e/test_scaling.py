@@ -35,15 +35,15 @@ def test_two_workers_one_killed_no_loss_no_duplicates(tmp_path, wprefix, rconn, 
     def events_of(wid: str) -> int:
         return sum(1 for e in read_events(rconn, keys.run_events(run_id)) if e.worker_id == wid)
 
-    wait_for(lambda: events_of("wA") >= 15, timeout=30, what="worker A serving")
+    wait_for(lambda: events_of("wA") >= 3, timeout=90, what="worker A serving")
     wa.signal(signal.SIGKILL)
     assert wa.wait(10) == -signal.SIGKILL
-    assert rp.wait(60) == 0, rp.output()
+    assert rp.wait(120) == 0, rp.output()
     published = int(rconn.hget(keys.run_info(run_id), "frames_published"))
     assert published == 150
 
     wait_for(lambda: rconn.xlen(keys.run_events(run_id)) >= published and pending_count(rconn, keys) == 0,
-             timeout=30, what="every frame's event")
+             timeout=120, what="every frame's event")
     time.sleep(1.0)  # a late duplicate would show up here
     evs = read_events(rconn, keys.run_events(run_id))
     ids = [e.event_id for e in evs]
