@@ -322,7 +322,12 @@ class Supervisor:
         for cam_id, o in self.owned.items():
             st = o.reader.status()
             if st.last_frame_ns:
-                m.LAST_FRAME_AGE.labels(camera=cam_id).set((nowns - st.last_frame_ns) / 1e9)
+                age = (nowns - st.last_frame_ns) / 1e9
+                m.LAST_FRAME_AGE.labels(camera=cam_id).set(age)
+                # watchdog: PyAV's read timeout should have fired; if not, say so instead of 'online'
+                if st.state is CameraState.online and age > 2 * self.settings.read_timeout_s + 1:
+                    st.state = CameraState.stalled
+                    st.detail = f"no frame for {age:.1f}s (reader blocked)"
             write_status(self.r, self.keys, st, pipe=pipe)
         pipe.execute()
 
