@@ -52,7 +52,7 @@ def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allo
                 allow_missing=allow_missing, allow_mismatch=allow_mismatch)
 
 
-@click.command("replay")
+@click.command("replay", short_help="Score replay run(s) against footage labels; optional regression gate.")
 @click.option("--run-id", "run_ids", multiple=True, required=True,
               help="Replay run to score (repeatable: one --labels per run, or one for all).")
 @click.option("--labels", "labels_paths", multiple=True, required=True, type=click.Path(dir_okay=False),
@@ -161,7 +161,7 @@ def summary_text(d: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command("gate")
+@click.command("gate", short_help="Compare two report.json files (no Redis): the regression gate.")
 @click.argument("new_report", type=click.Path(exists=True, dir_okay=False))
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False), required=True,
               help="report.json of the model in service.")

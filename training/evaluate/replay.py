@@ -524,7 +524,7 @@ def write_plots(report: ReplayReport, out_dir: str | Path) -> list[Path]:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title(f"PR curve (IoU {d['settings']['iou']}; dot: threshold {thr})")
-    if ax.lines:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.1, top=0.92)  # fixed: tight_layout is slow
     paths.append(out_dir / "pr.png")
