@@ -52,9 +52,13 @@ def frame_image(i: int, width: int, height: int) -> np.ndarray:
     return img
 
 
-def make_face_clip(path: str | Path, frames: int = 50, fps: int = 25, width: int = 320, height: int = 240
-                   ) -> tuple[Path, FootageLabels]:
-    """H.264 clip of drawn faces + its exact labels (dense, every frame, keyed by index and PTS)."""
+def make_face_clip(path: str | Path, frames: int = 50, fps: int = 25, width: int = 320, height: int = 240,
+                   start_s: float = 0.0) -> tuple[Path, FootageLabels]:
+    """H.264 clip of drawn faces + its exact labels (dense, every frame, keyed by index).
+
+    ``start_s``: presentation time of frame 0 (MPEG-TS files start around 1.4 s, some MKVs at 33 ms).
+    The labels carry the encoder-side PTS only when ``start_s`` is 0 (containers such as MKV rescale).
+    """
     import av
 
     path = Path(path)
@@ -69,11 +73,12 @@ def make_face_clip(path: str | Path, frames: int = 50, fps: int = 25, width: int
         st.options = {"preset": "ultrafast", "crf": "18", "x264-params": "threads=1:sliced-threads=0"}
         for i in range(frames):
             vf = av.VideoFrame.from_ndarray(frame_image(i, width, height), format="bgr24")
-            vf.pts = i * 1000
+            vf.pts = i * 1000 + round(start_s / tb)
             vf.time_base = tb
             for p in st.encode(vf):
                 out.mux(p)
-            labels.frames[i] = FrameLabels(i, np.array(face_boxes(i, width, height)).reshape(-1, 4), pts=i * 1000)
+            labels.frames[i] = FrameLabels(i, np.array(face_boxes(i, width, height)).reshape(-1, 4),
+                                           pts=i * 1000 if not start_s else None)
         for p in st.encode(None):
             out.mux(p)
     return path, labels

@@ -121,6 +121,29 @@ def test_random_model_plumbing(r, keys, settings, worker, random_detector, face_
     assert all(p.stat().st_size > 0 for p in paths.values())
 
 
+@pytest.mark.parametrize("name, start_s", [("late.mkv", 0.5), ("late.ts", 1.4)])
+def test_clip_not_starting_at_zero(r, keys, settings, worker, tmp_path, name, start_s):
+    """What ingest really puts in FrameRef.pts/time_base for files whose first PTS is not 0 (MKV's 1/1000
+    time base, MPEG-TS's 1/90000 and start offset): labels without start_time (origin = seq 0) and labels
+    made by the PyAV labeller (start_time recorded) both map events to the right frames."""
+    from tests.replay_eval.synth import find_faces, make_face_clip
+    from training.evaluate.footage_labels import label_video
+
+    clip, truth = make_face_clip(tmp_path / name, frames=30, start_s=start_s)
+    drafted = label_video(clip, tmp_path / "drafted.jsonl", find_faces)
+    # the muxer may shift a little (MKV: +20 ms): the file's own first PTS is what counts
+    assert drafted.start_time == pytest.approx(start_s, abs=0.05) and drafted.time_base is not None
+    with worker(OracleDetector()):
+        run_replay(str(clip), "late", redis=r, keys=keys, settings=settings.ingest, run_id="late", fps=10,
+                   detect_size=256)
+        run = collect_run(r, keys, "late", wait_s=60)
+    assert run.complete and run.events[0].frame.pts is not None
+    for labels in (truth, drafted):
+        d = evaluate_runs([(run, labels)]).data
+        assert d["overall"]["frames_scored"] == 12 and d["overall"]["recall"] == 1.0, d["overall"]
+        assert d["overall"]["precision"] == 1.0 and not d["warnings"], d["warnings"]
+
+
 def test_eval_errors(prefix, labels_file, tmp_path):
     res = invoke(prefix, "replay", "--run-id", "nope", "--labels", str(labels_file), "--wait", "0")
     assert res.exit_code == 2 and "no replay run 'nope'" in res.output
