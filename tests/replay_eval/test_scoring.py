@@ -219,3 +219,18 @@ def test_report_files(tmp_path):
     assert "| **overall** | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in md and "gate PASSED" in md
     rows = paths["csv"].read_text().splitlines()
     assert len(rows) == 11 and rows[0].startswith("run_id,camera_id,seq")
+
+
+def test_stricter_worker_threshold_trips_the_gate():
+    """The same model behind a worker threshold of 0.8 publishes fewer faces: recall and AP drop."""
+    def scores(i, n):
+        return [0.9, 0.6][:n]  # face A confident, face B not
+
+    full = events_for(gt, scores_fn=scores)
+    strict = [make_event("cam1", "r1", e.frame.seq, [d.box for d in e.detections if d.score >= 0.8],
+                         [d.score for d in e.detections if d.score >= 0.8], pts=e.frame.pts) for e in full]
+    base = evaluate_runs([(run_of(full), truth())]).data
+    new = evaluate_runs([(run_of(strict), truth())]).data
+    assert base["overall"]["recall"] == 1.0 and new["overall"]["recall"] == pytest.approx(10 / 16)
+    g = gate(new, base, max_drop=0.01)
+    assert not g.passed and {c.name for c in g.failures} == {"recall", "f1", "ap"}
