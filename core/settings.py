@@ -181,6 +181,10 @@ class WorkerSettings(_Section):
         description="TTL of the per-event-id idempotency guard key (0: off; XACK still guards redeliveries)",
     )
     weights: str = Field("", description="detector weights file ('' = the shipped default weights)")
+    threads: int = Field(
+        1, ge=0, le=256,
+        description="ONNX Runtime intra-op threads on CPU (0: all cores); 1 + one worker per core scales best",
+    )
     heartbeat_interval_ms: int = Field(
         2_000, ge=100, le=60_000, description="period of the worker heartbeat hash and lag sampling"
     )

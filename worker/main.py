@@ -65,6 +65,7 @@ def load_worker_detector(settings: Settings):
             nms_iou=ws.nms_iou,
             max_detections=ws.max_detections,
             device=None if ws.device == "auto" else ws.device,
+            threads=ws.threads or None,
         )
     except Exception as exc:
         raise DetectorLoadError(f"cannot load the face detector: {exc}") from exc
