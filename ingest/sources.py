@@ -291,7 +291,8 @@ class VideoSource:
             self.open()
         assert self.container is not None and self.stream is not None
         stream = self.stream
-        tb = stream.time_base
+        tb = stream.time_base  # decoded frames carry the stream's time base: no Fraction math per frame
+        tbf = float(tb) if tb else 0.0
         last_frame = time.monotonic()
         consecutive_errors = 0
         t0 = time.perf_counter()
@@ -328,9 +329,8 @@ class VideoSource:
                     last_frame = time.monotonic()
                     self.decoded += 1
                     pts = frame.pts if frame.pts is not None else frame.dts
-                    ftb = frame.time_base or tb
-                    t = float(pts * ftb) if pts is not None and ftb else None
-                    yield DecodedFrame(frame, pts, ftb, t, time.time_ns(), per)
+                    t = pts * tbf if pts is not None and tbf else None
+                    yield DecodedFrame(frame, pts, tb, t, time.time_ns(), per)
                 t0 = time.perf_counter()
         except IngestError:
             raise
@@ -343,10 +343,9 @@ class VideoSource:
         try:
             for frame in stream.codec_context.decode(None):
                 pts = frame.pts
-                ftb = frame.time_base or tb
-                t = float(pts * ftb) if pts is not None and ftb else None
+                t = pts * tbf if pts is not None and tbf else None
                 self.decoded += 1
-                yield DecodedFrame(frame, pts, ftb, t, time.time_ns(), 0.0)
+                yield DecodedFrame(frame, pts, tb, t, time.time_ns(), 0.0)
         except Exception:
             pass
         if self.live:
