@@ -41,6 +41,9 @@ main.add_command(config)
 from facestream.commands.train import train  # noqa: E402
 
 main.add_command(train)
+from facestream.commands.export import export  # noqa: E402
+
+main.add_command(export)
 from facestream.commands.worker import worker  # noqa: E402
 
 main.add_command(worker)

@@ -178,20 +178,3 @@ def export_weights_file(weights: str | os.PathLike, out_path: str | os.PathLike 
     """models/weights/x.safetensors -> models/weights/x.onnx (or out_path)."""
     w = Path(weights)
     return export_onnx(w, out_path or w.with_suffix(".onnx"), **kw)
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Export FSDet weights (.safetensors) to ONNX")
-    ap.add_argument("weights")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    args = ap.parse_args(argv)
-    out = export_weights_file(args.weights, args.out, opset=args.opset)
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
