@@ -169,14 +169,11 @@ def save_cache(path: str | Path, names: list[str], outs: list[tuple[np.ndarray, 
 
 
 def load_cache(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    z = np.load(path, allow_pickle=False)
-    off = np.concatenate([[0], np.cumsum(z["counts"])])
-    has_l = bool(z["has_lms"])
-    out = {}
-    for i, n in enumerate(z["names"]):
-        d = z["dets"][off[i]:off[i + 1]]
-        out[str(n)] = (d, z["lms"][off[i]:off[i + 1]] if has_l else None)
-    return out
+    with np.load(path, allow_pickle=False) as z:  # read each array once (NpzFile re-reads on access)
+        names, counts, dets, lms, has_l = z["names"], z["counts"], z["dets"], z["lms"], bool(z["has_lms"])
+    off = np.concatenate([[0], np.cumsum(counts)])
+    return {str(n): (dets[off[i]:off[i + 1]], lms[off[i]:off[i + 1]] if has_l else None)
+            for i, n in enumerate(names)}
 
 
 def run_teacher_over(teacher, root: str | Path, names: Sequence[str], progress: bool = True
