@@ -140,3 +140,59 @@ def test_reference_ap_on_val_mini(fname, kw, expected):
     r = evaluate_detector(t, VAL / "images", VAL / "ground_truth", progress=False)
     for s, e in zip(("easy", "medium", "hard"), expected, strict=True):
         assert abs(r.ap[s] - e) < 0.01, (s, r.ap[s], e)
+
+
+GROUP = SHARED / "data" / "unlabeled" / "group-photos" / "10.jpg"
+
+
+@pytest.mark.skipif(not GROUP.exists(), reason=f"{GROUP} absent")
+def test_label_cli_images_merge_and_video(tmp_path):
+    import shutil
+
+    import cv2
+    from click.testing import CliRunner
+
+    from facestream.cli import main
+    from training.widerio import read_wider_labels, write_wider_labels
+
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    shutil.copy(GROUP, imgs / "sub" / "a.jpg")
+    (imgs / "broken.jpg").write_bytes(b"not a jpeg")
+    teacher = str(PEERS / "libfd_yunet_n_dynamic.onnx")
+    out = tmp_path / "labels.txt"
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--teacher", teacher, "--images", str(imgs),
+                                  "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "1 unreadable images skipped" in r.output
+    (lab,) = read_wider_labels(out)
+    assert lab.path == "sub/a.jpg" and len(lab) > 40  # ~90 faces in this group photo
+    assert lab.scores is not None and lab.landmarks is not None
+    assert set(lab.attrs[:, 3].tolist()) <= {0, 1}
+
+    # merge: pretend the human labelled the first 10 faces; only the others come back (fill-only)
+    human = tmp_path / "human.txt"
+    keep = lab.attrs[:, 3] == 0
+    from training.widerio import WiderImage
+
+    write_wider_labels(human, [WiderImage("sub/a.jpg", lab.boxes[keep][:10], np.zeros((10, 6), np.int32))])
+    fill = tmp_path / "fill.txt"
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--images", str(imgs), "--merge-with",
+                                  str(human), "--fill-as", "ignore", "--fill-only", "--out", str(fill),
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    (f,) = read_wider_labels(fill)
+    assert len(f) >= len(lab) - 10 - 5 and (f.attrs[:, 3] == 1).all()
+
+    # video: 3 frames, every 2nd -> frames 0 and 2
+    vid = tmp_path / "v.avi"
+    frame = cv2.imread(str(GROUP))
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 5, (frame.shape[1], frame.shape[0]))
+    for _ in range(3):
+        w.write(frame)
+    w.release()
+    vout = tmp_path / "video.txt"
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--video", str(vid), "--every", "2",
+                                  "--out", str(vout), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert [im.path for im in read_wider_labels(vout)] == ["v.avi/000000", "v.avi/000002"]

@@ -326,3 +326,28 @@ def test_val_mini_perfect_and_perturbed():
     shifted = {k: v + np.c_[v[:, 2:3] + 1, np.zeros((len(v), 4))] for k, v in perfect.items()}
     r = evaluate_predictions(shifted, gt)
     assert max(r.ap.values()) < 0.02
+
+
+PEER = shared_dir() / "models" / "peers" / "libfd_yunet_n_dynamic.onnx"
+
+
+@pytest.mark.skipif(not PEER.exists(), reason=f"{PEER} absent")
+def test_eval_wider_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from facestream.cli import main
+
+    write_fixture(tmp_path / "data", hand_fixture())
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["eval", "wider", "--model", str(PEER), "--data", str(tmp_path / "data"),
+                                  "--out", str(out), "--no-progress", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "result.json").read_text())
+    assert res["num_images"] == 4 and res["ap"]["hard"] == 0.0  # blank images: nothing to find
+    assert res["threshold"] == 0.9  # YuNet's shipped threshold
+    assert (out / "pr.png").stat().st_size > 0 and (out / "result.md").exists()
+    r = CliRunner().invoke(main, ["eval", "wider", "--model", str(tmp_path / "nope.onnx"), "--data",
+                                  str(tmp_path / "data")])
+    assert r.exit_code != 0
