@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 
-@click.command()
+@click.command(short_help="Release a trained checkpoint: weights with metadata, and ONNX.")
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("models/weights/fsdet-m"),
               show_default=True, help="Output stem: writes OUT.safetensors and OUT.onnx.")
