@@ -73,9 +73,9 @@ def test_many_boxes_is_fast_enough():
         xy = rng.uniform(0, 1000, (800, 2))
         wh = rng.uniform(5, 50, (800, 2))
         dets.append(np.c_[xy, xy + wh, rng.uniform(0.05, 1, 800)])
-    t = time.perf_counter()
+    t = time.thread_time()  # CPU time: wall time is meaningless on a shared CI machine
     f, _, _ = weighted_box_fusion(dets)
-    assert time.perf_counter() - t < 5.0
+    assert time.thread_time() - t < 2.0  # ~0.2 s here
     assert 0 < len(f) <= 2400
 
 
