@@ -115,7 +115,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         log.info("resumed from %s at epoch %d step %d", state_path, epoch, step)
 
     def save(tag: str) -> None:
-        meta = {"trained_on": ",".join(Path(s.labels).parent.name for s in cfg.sources),
+        meta = {"trained_on": ",".join(Path(s.images).name for s in cfg.sources),
                 "epochs": str(epoch), "step": str(step), "git_sha": git_sha()}
         save_weights(ema.model, out / f"{tag}.safetensors", **meta)
         if tag == "last":
