@@ -42,6 +42,22 @@ PEERS = [
     ("BlazeFace-short", "face_detection_short_range.tflite", {}, "128x128 letterbox (fixed input)"),
     ("Haar (OpenCV)", "haar", {}, "original size, scaleFactor 1.1, minNeighbors 3"),
 ]
+# the teacher ensemble used for our distillation labels (training/distill): WBF of two peers
+ENSEMBLES = [
+    ("Teachers: SCRFD-2.5G + YuNet-n (WBF)", ("scrfd_pypi_0.3.0.onnx", "libfd_yunet_n_dynamic.onnx"), {},
+     "as the members"),
+]
+
+
+class _Ensemble:
+    def __init__(self, files, peers_dir: Path, threads: int):
+        from training.distill.label import TeacherEnsemble
+
+        self.ens = TeacherEnsemble([_load(f, peers_dir, {}, threads) for f in files], skip_box_thr=0.02)
+        self.default_threshold = 0.5
+
+    def __call__(self, bgr):
+        return self.ens.label_image(bgr).dets
 
 
 def _load(file: str, peers_dir: Path, kw: dict, threads: int):
@@ -86,7 +102,7 @@ def run(args) -> list[dict]:
     entries = []
     if args.ours:
         entries.append(("FSDet (ours)", args.ours, {}, "ours"))
-    entries += PEERS
+    entries += PEERS + ENSEMBLES
     for name, file, kw, note in entries:
         if only and name.lower() not in only:
             continue
@@ -101,13 +117,24 @@ def run(args) -> list[dict]:
                 def make1(file=file):
                     return load_eval_model(file, min_score=0.02, threads=1).detect_fn
                 row["resolution"] = "our letterbox input size"
+            elif isinstance(file, tuple):
+                det = _Ensemble(file, Path(args.peers), args.threads)
+                thr = det.default_threshold
+
+                def make1(file=file):
+                    return _Ensemble(file, Path(args.peers), 1)
             else:
                 det = _load(file, Path(args.peers), kw, args.threads)
                 thr = det.default_threshold
 
                 def make1(file=file, kw=kw):
                     return _load(file, Path(args.peers), kw, 1)
-        except (ImportError, FileNotFoundError, OSError, ValueError) as e:
+        except ImportError as e:
+            row["not_run"] = f"{e} (optional: `pip install ai-edge-litert`, not a project dependency)"
+            print(f"{name}: not run ({row['not_run']})", flush=True)
+            rows.append(row)
+            continue
+        except (FileNotFoundError, OSError, ValueError) as e:
             row["not_run"] = f"{type(e).__name__}: {e}"
             print(f"{name}: not run ({row['not_run']})", flush=True)
             rows.append(row)
@@ -159,7 +186,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "- Haar returns only its final detections (score = the cascade's level weight); its AP is a "
             "lower bound of what a cascade can do and its threshold column is 'all returned'.",
             "- BlazeFace models are MediaPipe's selfie/short-range and full-range (sparse) detectors at their "
-            "fixed 128/192 inputs: not designed for crowds of small faces.",
+            "fixed 128/192 inputs: not designed for crowds of small faces. They run through `ai-edge-litert` "
+            "(pip, optional; e.g. `pip install --no-deps --target work-data/litert ai-edge-litert` and "
+            "`PYTHONPATH=work-data/litert`).",
+            "- YuNet's default threshold is OpenCV's FaceDetectorYN default (0.9): very high precision, low "
+            "recall; its AP shows the model is far better at a lower threshold.",
+            "- The teacher row is the ensemble that made our distillation labels (training/distill, "
+            "`facestream label`): fused score = mean over teachers of each teacher's best score.",
+            "- CPU ms includes decode + NMS of every detection >= 0.02 (hundreds per image for some models).",
             ""]
     return "\n".join(out)
 
@@ -174,6 +208,9 @@ def main() -> None:
     ap.add_argument("--speed-images", type=int, default=10, help="Images for the CPU-time pass.")
     ap.add_argument("--out", default=str(REPO / "docs" / "accuracy.md"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--append", action="store_true",
+                    help="Keep the other rows of an existing --out JSON (replace rows of the same name); "
+                         "e.g. add ours later: --only 'FSDet (ours)' --ours W --append")
     args = ap.parse_args()
     if not (Path(args.data) / "ground_truth" / "wider_face_val.mat").exists():
         sys.exit(f"no WIDER data at {args.data} (set FACESTREAM_SHARED or --data)")
@@ -191,9 +228,15 @@ def main() -> None:
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:]),
     }
     curves = [r.pop("_curves") for r in rows if "_curves" in r]
+    if args.append and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        new_names = {r["name"] for r in rows}
+        rows = [r for r in old["results"] if r["name"] not in new_names] + rows
+        meta["command"] = old["meta"]["command"] + " ; " + meta["command"]
+        meta["load"] = old["meta"]["load"]
     out.write_text(markdown(rows, meta))
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    if curves:
+    if curves and not args.append:
         from training.evaluate.plots import plot_pr_curves
         from training.evaluate.wider import WiderEvalResult
 
