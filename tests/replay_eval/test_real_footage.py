@@ -82,8 +82,6 @@ def test_our_model_on_real_footage(r, keys, settings, worker):
     from models.detector import load_detector
     from models.facedet.weights import default_weights_path
 
-    if not default_weights_path().is_file():
-        pytest.skip(f"shipped weights not there yet: {default_weights_path()}")
     det = load_detector(runtime="onnx", weights=default_weights_path(), threshold=0.3, device="cpu", threads=1)
     d = _score(r, keys, settings, worker, det, "ours", 0.5)
     o = d["overall"]
