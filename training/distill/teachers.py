@@ -22,27 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from models.facedet.postprocess import nms  # one NMS for the project
 
-try:  # one NMS for the project (the lead's); fall back to an identical local copy if it moves
-    from models.facedet.postprocess import nms
-except ImportError:  # pragma: no cover
-    def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-        if len(boxes) == 0:
-            return np.zeros((0,), np.int64)
-        x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-        areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        order = np.argsort(-scores, kind="stable")
-        keep = []
-        while order.size:
-            i = order[0]
-            keep.append(i)
-            rest = order[1:]
-            w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-            h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-            inter = w * h
-            order = rest[inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9) <= iou]
-        return np.asarray(keep, dtype=np.int64)
+log = logging.getLogger(__name__)
 
 
 def make_session(path: str | Path, threads: int = 2, model_bytes: bytes | None = None):
