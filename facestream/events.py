@@ -73,6 +73,18 @@ def _cameras(camera: str | Iterable[str] | None) -> set[str] | None:
     return cams or None
 
 
+
+def _events(entries, cams):
+    """Parse stream entries into events of the wanted cameras; malformed entries are logged, skipped."""
+    for eid, fields in entries:
+        try:
+            ev = parse_event(fields)
+        except Exception as exc:
+            log.warning("skipping malformed event", extra={"id": str(eid), "error": str(exc)[:200]})
+            continue
+        if cams is None or ev.camera_id in cams:
+            yield ev
+
 def subscribe(
     camera: str | Iterable[str] | None = None,
     group: str | None = None,
@@ -150,18 +162,13 @@ def _tail(r, stream, cams, from_now, block_ms, idle_timeout_s, max_events, count
             delay = min(delay * 2, 2.0)
             continue
         for _s, items in resp or []:
-            for eid, fields in items:
-                last = eid
-                try:
-                    ev = parse_event(fields)
-                except Exception as exc:
-                    log.warning("skipping malformed event", extra={"id": str(eid), "error": str(exc)[:200]})
-                    continue
-                if cams is None or ev.camera_id in cams:
-                    lim.got()
-                    yield ev
-                    if lim.done():
-                        return
+            if items:
+                last = items[-1][0]
+            for ev in _events(items, cams):
+                lim.got()
+                yield ev
+                if lim.done():
+                    return
 
 
 def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s, max_events, claim_idle_ms,
@@ -211,18 +218,12 @@ def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s,
                 delay = min(delay * 2, 2.0)
                 history = True
                 continue
-            for eid, fields in entries:
-                unacked.append(eid)
-                try:
-                    ev = parse_event(fields)
-                except Exception as exc:
-                    log.warning("skipping malformed event", extra={"id": str(eid), "error": str(exc)[:200]})
-                    continue
-                if cams is None or ev.camera_id in cams:
-                    lim.got()
-                    yield ev
-                    if lim.done():
-                        return
+            unacked.extend(eid for eid, _ in entries)
+            for ev in _events(entries, cams):
+                lim.got()
+                yield ev
+                if lim.done():
+                    return
     finally:
         with contextlib.suppress(Exception):
             ack_all()
