@@ -9,22 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 
 import pytest
 
 from core.settings import IngestSettings
-
-
-def wait_for(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from tests.services import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 def fast_settings(**kw) -> IngestSettings:

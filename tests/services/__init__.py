@@ -7,6 +7,7 @@ Fixtures wrapping them live in tests/conftest.py; the classes here can also be u
 from __future__ import annotations
 
 import socket
+import time
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -14,3 +15,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `pred` until it returns something truthy (returned), or fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

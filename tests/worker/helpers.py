@@ -10,6 +10,7 @@ import numpy as np
 
 from core.keys import Keys
 from core.schema import FrameRef, PayloadCodec, Source
+from tests.services import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 def face_like_image(w: int, h: int, seed: int = 0) -> np.ndarray:
@@ -74,15 +75,6 @@ def read_events(r: Any, stream: str) -> list:
     return [DetectionEvent.model_validate_json(f[b"event"]) for _, f in r.xrange(stream)]
 
 
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def pending_count(r: Any, keys: Keys) -> int:
