@@ -4,7 +4,6 @@ of drawn faces with exact labels, and in-process workers (thread) around any det
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 
@@ -22,12 +21,9 @@ def make_settings(prefix: str, **worker) -> Settings:
 
 
 @pytest.fixture
-def prefix():
-    p = f"test-re7-{uuid.uuid4().hex[:10]}"
-    yield p
-    r = bus.connect(RedisSettings(prefix=p))
-    bus.delete_prefix(r, p)
-    r.close()
+def prefix(redis_settings, redis_client):
+    """The test's key prefix; `redis_client` (tests/conftest.py) deletes its keys afterwards."""
+    return redis_settings.prefix
 
 
 @pytest.fixture

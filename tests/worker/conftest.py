@@ -4,7 +4,6 @@ prefix on the shared Redis (cleaned up), and in-process workers on threads."""
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -59,12 +58,9 @@ def make_settings(prefix: str, weights: Path | str = "", **worker) -> Settings:
 
 
 @pytest.fixture
-def wprefix():
-    prefix = f"test-w6-{uuid.uuid4().hex[:10]}"
-    yield prefix
-    r = bus.connect(RedisSettings(prefix=prefix))
-    bus.delete_prefix(r, prefix)
-    r.close()
+def wprefix(redis_settings, redis_client):
+    """The test's key prefix; `redis_client` (tests/conftest.py) deletes its keys afterwards."""
+    return redis_settings.prefix
 
 
 @pytest.fixture
