@@ -7,6 +7,7 @@ Fixtures wrapping them live in tests/conftest.py; the classes here can also be u
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -27,3 +28,15 @@ def wait_for(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if the process does not exit within `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

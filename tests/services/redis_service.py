@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.services import free_port
+from tests.services import free_port, terminate
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.3) -> bool:
@@ -88,13 +88,7 @@ class RedisServer:
         """Graceful: SIGTERM (no persistence configured, so nothing is saved)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:
