@@ -196,3 +196,17 @@ def test_label_cli_images_merge_and_video(tmp_path):
                                   "--out", str(vout), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert [im.path for im in read_wider_labels(vout)] == ["v.avi/000000", "v.avi/000002"]
+
+    # --frames-dir: the frames are saved, and frames + labels load as a training source
+    from training.data.dataset import SourceSpec, load_source
+
+    fdir = tmp_path / "frames"
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--video", str(vid), "--every", "2",
+                                  "--frames-dir", str(fdir), "--out", str(vout), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert [im.path for im in read_wider_labels(vout)] == ["v/000000.jpg", "v/000002.jpg"]
+    recs = load_source(SourceSpec(str(fdir), str(vout)))
+    assert len(recs) == 2 and all(cv2.imread(str(rec.path)) is not None and len(rec.boxes) > 40 for rec in recs)
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--images", str(imgs), "--frames-dir",
+                                  str(fdir), "--out", str(vout), "--no-progress"])
+    assert r.exit_code != 0 and "--frames-dir works with --video" in r.output

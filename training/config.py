@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(5, ge=1, description="epochs between dev evaluations")
     checkpoint_every_s: float = Field(300, gt=0)
     max_hours: float | None = Field(None, gt=0, description="stop (resumably) after this much wall time")
+    init: str | None = Field(None, description="weights (.safetensors) to start from when the run has no checkpoint")
+    image_cache: str | None = Field(None, description="folder for decoded training images (memory-mapped)")
+    degrade: bool = Field(True, description="camera degradations (blur, resampling, JPEG, noise, light)")
 
     def check(self) -> TrainConfig:
         if self.variant not in VARIANTS:

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import generalized_box_iou_loss
 
 from models.facedet.network import distance_to_box
 
-from .assign import atss_assign, box_iou_pairwise
-
-
-def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    lt = torch.maximum(pred[:, :2], target[:, :2])
-    rb = torch.minimum(pred[:, 2:], target[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    ap = (pred[:, 2:] - pred[:, :2]).clamp(min=0).prod(-1)
-    at = (target[:, 2:] - target[:, :2]).clamp(min=0).prod(-1)
-    union = ap + at - inter
-    iou = inter / union.clamp(min=1e-6)
-    elt = torch.minimum(pred[:, :2], target[:, :2])
-    erb = torch.maximum(pred[:, 2:], target[:, 2:])
-    enclose = (erb - elt).clamp(min=0).prod(-1).clamp(min=1e-6)
-    return 1 - iou + (enclose - union) / enclose
+from .assign import Grid, atss_assign, paired_iou, points_in_boxes
 
 
 def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
     p = logits.sigmoid()
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (p - target).abs().pow(beta)
+
+
+def level_grid(points: torch.Tensor, stride: int) -> Grid:
+    """(rows, cols, stride) of a level from its row-major cell centres."""
+    w = int(points[-1, 0] / stride)
+    h = int(points[-1, 1] / stride)
+    return (h + 1, w + 1, int(stride))
 
 
 def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight: float = 2.0,
@@ -38,20 +32,16 @@ def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight:
     kps = torch.cat([lv[2] * lv[4] for lv in levels], 1) if has_kps else None
     points = torch.cat([lv[3] for lv in levels], 0)  # (A, 2)
     strides = torch.cat([torch.full((lv[3].shape[0],), float(lv[4]), device=points.device) for lv in levels])
-    sizes = [lv[3].shape[0] for lv in levels]
+    grids = [level_grid(lv[3], lv[4]) for lv in levels]
 
     gt, valid, ignore = targets["boxes"], targets["valid"], targets["ignore"]
     with torch.no_grad():
-        idx = atss_assign(points, strides, sizes, gt, valid, anchor_scale)  # (B, A)
+        idx = atss_assign(grids, gt, valid, anchor_scale)  # (B, A)
         safe = idx.clamp(min=0)
         assigned_ignore = ignore.gather(1, safe) & (idx >= 0)
         pos = (idx >= 0) & ~assigned_ignore
         # Background points inside an ignore region teach nothing (maybe an unlabelled face).
-        inside_ig = (
-            (points[None, None, :, 0] >= gt[..., 0:1]) & (points[None, None, :, 0] <= gt[..., 2:3])
-            & (points[None, None, :, 1] >= gt[..., 1:2]) & (points[None, None, :, 1] <= gt[..., 3:4])
-            & (ignore & valid)[..., None]
-        ).any(1)
+        inside_ig = points_in_boxes(grids, gt, ignore & valid)
         cls_weight = (~(assigned_ignore | (inside_ig & ~pos))).float()
 
     b_idx, a_idx = pos.nonzero(as_tuple=True)
@@ -62,11 +52,13 @@ def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight:
     target = torch.zeros_like(logits)
     if b_idx.numel():
         with torch.no_grad():
-            q = box_iou_pairwise(pred_boxes[:, None], gt_boxes[:, None])[:, 0, 0].clamp(min=0.01)
+            q = paired_iou(pred_boxes, gt_boxes).clamp(min=0.01)
         target[b_idx, a_idx] = q
     loss_cls = (quality_focal_loss(logits, target) * cls_weight).sum() / n_pos
 
-    loss_box = giou_loss(pred_boxes, gt_boxes).sum() / n_pos if b_idx.numel() else dist.sum() * 0
+    loss_box = dist.sum() * 0
+    if b_idx.numel():
+        loss_box = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum") / n_pos
     loss_kps = logits.sum() * 0
     if kps is not None and b_idx.numel():
         gt_k = targets["landmarks"][b_idx, safe[b_idx, a_idx]]  # (P, 10)

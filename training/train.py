@@ -24,7 +24,7 @@ from models.facedet.weights import load_model, save_weights
 
 from .config import TrainConfig
 from .data.augment import AugmentConfig
-from .data.dataset import FaceDataset, SourceSpec, collate, load_source, split_dev
+from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
 from .devset import evaluate_dev
 from .losses import detection_loss
 
@@ -93,17 +93,22 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         log.info("source %s: %d images, %d faces", s.labels, len(recs), sum(len(r.boxes) for r in recs))
         records += recs
     train_recs, dev_recs = split_dev(records, cfg.dev_fraction)
-    aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window)
-    ds = FaceDataset(train_recs, aug, cfg.seed)
+    aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window, degrade=cfg.degrade)
+    ds = FaceDataset(train_recs, aug, cfg.seed, ImageCache(Path(cfg.image_cache) if cfg.image_cache else None))
     iters_per_epoch = max(1, len(ds) // cfg.batch)
     total = iters_per_epoch * cfg.epochs
 
-    model = build_model(get_config(cfg.variant)).to(device).to(memory_format=torch.channels_last)
+    model = build_model(get_config(cfg.variant))
+    state_path = out / "last.state.pt"
+    if cfg.init and not (resume and state_path.exists()):
+        start, _ = load_model(cfg.init)
+        model.load_state_dict(start.state_dict())  # strict: other shapes fail here, not mid-run
+        log.info("initialised from %s", cfg.init)
+    model = model.to(device).to(memory_format=torch.channels_last)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     step, epoch, best = 0, 0, -1.0
-    state_path = out / "last.state.pt"
     if resume and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(st["model"])

@@ -30,6 +30,9 @@ import click
 @click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Label frames of a video instead of images.")
 @click.option("--every", type=click.IntRange(1), default=1, show_default=True, help="Video: every N-th frame.")
+@click.option("--frames-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Video, wider format: also save the labelled frames as JPEGs under DIR/<video name>/, "
+                   "with label paths relative to DIR, so that DIR and --out form a training source.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--format", "fmt", type=click.Choice(["auto", "wider", "footage"]), default="auto", show_default=True,
               help="Output format; footage (video only): JSON Lines for `facestream eval replay`. "
@@ -54,9 +57,11 @@ import click
               help="Upscale smaller images to this long side for dynamic-input teachers.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--progress/--no-progress", default=True)
-def label(teachers, weights, images_dir, video, every, out, fmt, threshold, ignore_below, merge_with, fill_as,
+def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, threshold, ignore_below, merge_with,
+          fill_as,
           fill_only, merge_iou, fusion_iou, min_score, max_size, min_size, threads, progress) -> None:
     """Run teacher detectors, fuse them (weighted box fusion) and write WIDER-format labels."""
+    import cv2
     from tqdm import tqdm
 
     from training.distill.label import (
@@ -80,6 +85,8 @@ def label(teachers, weights, images_dir, video, every, out, fmt, threshold, igno
         fmt = "footage" if video is not None and out.suffix.lower() == ".jsonl" else "wider"
     if fmt == "footage" and video is None:
         raise click.UsageError("--format footage works with --video")
+    if frames_dir is not None and (video is None or fmt != "wider"):
+        raise click.UsageError("--frames-dir works with --video and the wider format")
     try:
         models = [load_teacher(t, score_threshold=min_score, max_size=max_size, min_size=min_size,
                                threads=threads) for t in teachers]
@@ -103,8 +110,13 @@ def label(teachers, weights, images_dir, video, every, out, fmt, threshold, igno
     skipped = 0
     if video is not None:
         for idx, frame in tqdm(iter_video(video, every), desc="label", unit="frame", disable=not progress):
-            results.append(fused_to_wider(f"{video.name}/{idx:06d}", ens.label_image(frame), threshold,
-                                          ignore_below))
+            key = f"{video.name}/{idx:06d}"
+            if frames_dir is not None:
+                key = f"{video.stem}/{idx:06d}.jpg"
+                (frames_dir / video.stem).mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(frames_dir / key), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                    raise click.ClickException(f"cannot write frames under {frames_dir}")
+            results.append(fused_to_wider(key, ens.label_image(frame), threshold, ignore_below))
     else:
         human = None
         if merge_with is not None:

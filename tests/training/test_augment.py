@@ -9,7 +9,7 @@ def test_boxes_follow_the_pixels():
     img = np.zeros((480, 640, 3), np.uint8)
     box = np.array([[200, 150, 280, 250]], np.float32)
     img[150:250, 200:280] = 255
-    cfg = AugmentConfig(canvas=640, window=320, photometric_prob=0, blur_prob=0, gray_prob=0, face_window_prob=1)
+    cfg = AugmentConfig(canvas=640, window=320, photometric_prob=0, gray_prob=0, degrade=False, face_window_prob=1)
     checked = 0
     for seed in range(20):
         s = augment(img, box, np.zeros(1, bool), np.full((1, 10), np.nan, np.float32), cfg,
@@ -44,3 +44,22 @@ def test_cut_and_tiny_faces_are_ignored():
     b, ign, _ = transform_targets(boxes, np.zeros(4, bool), np.full((4, 10), np.nan, np.float32), m, False, cfg)
     assert len(b) == 3  # the face fully outside is dropped
     assert ign.tolist() == [True, True, False]
+
+
+def test_degradations_change_pixels_not_geometry():
+    from training.data.augment import degrade
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((320, 320, 3), np.uint8)
+    img[100:200, 120:220] = 220
+    every = AugmentConfig(motion_blur_prob=1, defocus_prob=1, resample_prob=1, jpeg_prob=1, noise_prob=1,
+                          light_prob=1)
+    out = degrade(img.copy(), every, rng)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img).mean() > 2  # it did something
+    # the square is still where it was: the bright mass stays centred on it
+    ys, xs = np.nonzero(out[..., 0] > out[..., 0].mean())
+    assert abs(xs.mean() - 169.5) < 6 and abs(ys.mean() - 149.5) < 6
+    none = AugmentConfig(motion_blur_prob=0, defocus_prob=0, resample_prob=0, jpeg_prob=0, noise_prob=0,
+                         light_prob=0)
+    assert np.array_equal(degrade(img.copy(), none, rng), img)

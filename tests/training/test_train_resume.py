@@ -52,3 +52,36 @@ def test_cli_rejects_a_bad_config(tmp_path):
     bad.write_text('variant = "nope"\n[[sources]]\nimages = "x"\nlabels = "y"\n')
     res = CliRunner().invoke(main, ["train", str(bad)])
     assert res.exit_code != 0 and "nope" in res.output
+
+
+def test_image_cache_returns_the_decoded_pixels_and_follows_edits(tmp_path):
+    import os
+
+    from training.data.dataset import ImageCache
+
+    p = tmp_path / "a.png"
+    img = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    cv2.imwrite(str(p), img)
+    cache = ImageCache(tmp_path / "cache")
+    assert np.array_equal(cache.read(p), img)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+    assert np.array_equal(cache.read(p), img)  # from the cache now
+    cv2.imwrite(str(p), img[::-1].copy())  # edited: decoded again
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert np.array_equal(cache.read(p), img[::-1])
+    assert cache.read(tmp_path / "missing.png") is None
+
+
+def test_init_starts_from_given_weights(tmp_path):
+    _make_set(tmp_path / "set")
+    first = train(_cfg(tmp_path, tmp_path / "a", 1))
+    cfg = _cfg(tmp_path, tmp_path / "b", 1).model_copy(update={"init": str(first / "last.safetensors"), "lr": 1e-9,
+                                                                "ema_decay": 0.0})
+    second = train(cfg)
+    a, _ = load_model(first / "last.safetensors")
+    b, _ = load_model(second / "last.safetensors")
+    # with a vanishing learning rate the run ends where its init began
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        if va.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(va, vb, atol=1e-5), k
