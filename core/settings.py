@@ -168,9 +168,16 @@ class WorkerSettings(_Section):
         "auto", description="inference runtime (auto: tensorrt > onnx > torch)"
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    threshold: float = Field(0.5, ge=0.0, le=1.0, description="detection score threshold")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="detection score threshold (unset: the weights' calibrated threshold)"
+    )
     nms_iou: float = Field(0.4, gt=0.0, le=1.0, description="NMS IoU threshold")
     max_detections: int = Field(200, ge=1, le=10_000, description="detections kept per frame")
+    input_size: int = Field(
+        0, ge=0, le=4096, multiple_of=32,
+        description="letterbox long side (multiple of 32); 0: each frame at the size ingest published it "
+                    "(the camera's detect_size)",
+    )
     worker_id: str = Field("", description="consumer name in the group ('' = host:pid)")
     max_frame_age_ms: int = Field(
         0, ge=0, le=600_000,

@@ -7,6 +7,7 @@
 The worker, the evaluator and the CLI all use this API.
 
 Batching and padding: every image is letterboxed (long side -> input_size, aspect kept, image top-left,
+or at its own size when input_size is 0 -- the worker's default, so a camera's detect_size is the detect size;
 zero pad right/bottom to a multiple of 32). Images whose padded shapes differ are NOT padded further to a
 common shape: the extra zero pad would sit where a lone image sees the convolutions' implicit border, and
 features near the right/bottom edge would change. Instead `detect` runs one batch per padded shape
@@ -80,7 +81,7 @@ class Detector:
                 raise ValueError(f"image {i}: expected a BGR uint8 HxWx3 array, got {shape}")
             if im.dtype != np.uint8:
                 raise ValueError(f"image {i}: expected dtype uint8, got {im.dtype}")
-            boxed, lb = letterbox(im, self.input_size, self.config.pad_multiple)
+            boxed, lb = letterbox(im, self.input_size or max(im.shape[:2]), self.config.pad_multiple)
             groups[boxed.shape[:2]].append((i, boxed, lb))
         out = []
         cap = self.runtime.max_batch or len(images) or 1
@@ -219,6 +220,7 @@ def load_detector(
     """Load weights (.safetensors or .onnx; default the shipped fsdet-m) on a runtime.
 
     threshold: None -> the weights' shipped threshold, else 0.5. device: None/"auto", "cpu", "cuda[:N]".
+    input_size: letterbox long side (None: the weights' 640; 0: every image at its own size, padded only).
     threads: CPU intra-op threads (ONNX Runtime: per session; torch: torch.set_num_threads, process-wide).
     runtime_options go to the runtime's constructor
     (torch: fp16, channels_last, cuda_graphs; tensorrt: precision, max_batch, opt_batch, ...).
@@ -237,8 +239,8 @@ def load_detector(
     else:
         meta = read_meta(wpath)
     cfg = meta.config
-    size = int(input_size or cfg.input_size)
-    if size <= 0 or size % cfg.pad_multiple:
+    size = int(cfg.input_size if input_size is None else input_size)
+    if size < 0 or size % cfg.pad_multiple:
         raise ValueError(f"input_size must be a positive multiple of {cfg.pad_multiple}, got {size}")
 
     rt: Runtime
@@ -258,7 +260,7 @@ def load_detector(
 
         onnx_path = wpath if is_onnx else onnx_for_weights(wpath, meta, cache_dir)
         rt = TensorRTRuntime(onnx_path, device=device, cache_dir=cache_dir or default_cache_dir(),
-                             max_side=size, **runtime_options)
+                             max_side=size or 1920, **runtime_options)
 
     if threshold is None:
         threshold = meta.threshold if meta.threshold is not None else DEFAULT_THRESHOLD
@@ -267,5 +269,5 @@ def load_detector(
     post = PostprocessConfig(score_threshold=float(threshold), nms_iou=float(nms_iou),
                              max_detections=int(max_detections))
     info = ModelInfo(name=meta.name, version=meta.version, sha256=meta.sha256, runtime=rt.name,
-                     precision=rt.precision, input_size=size)
+                     precision=rt.precision, input_size=size or None)
     return Detector(runtime=rt, meta=meta, post=post, input_size=size, info=info)

@@ -64,6 +64,7 @@ def load_worker_detector(settings: Settings):
             threshold=ws.threshold,
             nms_iou=ws.nms_iou,
             max_detections=ws.max_detections,
+            input_size=ws.input_size,
             device=None if ws.device == "auto" else ws.device,
             threads=ws.threads or None,
         )
