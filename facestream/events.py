@@ -14,10 +14,13 @@ Modes
   restarted tail starts afresh.
 - ``group="name"``: a Redis consumer group on the events stream (created on first use at "now" or,
   with ``from_now=False``, at the oldest retained event). Several processes with the same group
-  share the events; each event is delivered to one of them. At-least-once: an event is acked when
-  the iterator is advanced past it (or closed), so an event whose handling crashed is delivered
-  again: first to the same ``consumer`` name when it restarts, and to any consumer of the group
-  once it has been idle for ``claim_idle_ms`` (when given). Deduplicate by ``event_id``.
+  share the events; each event is delivered to one of them. At-least-once: an event is acked only
+  when the caller asks for the next one, so the event in hand when a handler raises (or the loop
+  breaks), and every event read but not yet handed out, is delivered again: first to the same
+  ``consumer`` name when it restarts, and to any consumer of the group once it has been idle for
+  ``claim_idle_ms`` (when given). Deduplicate by ``event_id``. With ``camera``, the Redis group is
+  one per camera filter (``name|cam1,cam2``, see ``group_name``), so filters never take events
+  from each other.
 - ``pubsub=True``: the per-camera pub/sub channels (lowest latency, at-most-once, nothing stored).
 - ``run_id="..."``: read a replay run's own events stream instead of the live one (tail or group).
 
@@ -47,7 +50,7 @@ from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DetectionEvent", "parse_event", "subscribe"]
+__all__ = ["DetectionEvent", "group_name", "parse_event", "subscribe"]
 
 EVENT_FIELD = b"event"
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -74,16 +77,22 @@ def _cameras(camera: str | Iterable[str] | None) -> set[str] | None:
 
 
 
-def _events(entries, cams):
-    """Parse stream entries into events of the wanted cameras; malformed entries are logged, skipped."""
+def _parsed(entries) -> Iterator[tuple[Any, DetectionEvent | None]]:
+    """(entry id, event) per stream entry; None for a malformed one (logged)."""
     for eid, fields in entries:
         try:
-            ev = parse_event(fields)
+            yield eid, parse_event(fields)
         except Exception as exc:
             log.warning("skipping malformed event", extra={"id": str(eid), "error": str(exc)[:200]})
-            continue
-        if cams is None or ev.camera_id in cams:
+            yield eid, None
+
+
+def _events(entries, cams):
+    """Events of the wanted cameras; malformed entries are logged, skipped."""
+    for _eid, ev in _parsed(entries):
+        if ev is not None and (cams is None or ev.camera_id in cams):
             yield ev
+
 
 def subscribe(
     camera: str | Iterable[str] | None = None,
@@ -171,62 +180,71 @@ def _tail(r, stream, cams, from_now, block_ms, idle_timeout_s, max_events, count
                     return
 
 
+def group_name(group: str, cams: set[str] | None) -> str:
+    """The Redis group behind ``subscribe(group=..., camera=...)``: one per camera filter, so that a
+    consumer never acks (and so takes away) events that another filter of the same name wants."""
+    return group if cams is None else f"{group}|{','.join(sorted(cams))}"
+
+
 def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s, max_events, claim_idle_ms,
            count) -> Iterator[DetectionEvent]:
+    """At-least-once: an event is acked when the caller asks for the next one (or ends the loop through
+    max_events / idle_timeout_s after it). Events read but not yet handed out, and the event in hand when
+    the caller's loop raises or breaks, stay pending: a restarted consumer of the same name gets them
+    first, any consumer after claim_idle_ms."""
     lim = _Limits(idle_timeout_s, max_events)
+    grp = group_name(group, cams)
     start = "$" if from_now else "0"
-    unacked: list[Any] = []
     history = True  # first serve our own pending entries (a restarted consumer)
     next_claim = 0.0
     delay = 0.1
 
-    def ack_all() -> None:
-        if unacked:
-            r.xack(stream, group, *unacked)
-            unacked.clear()
+    def ack(*ids: Any) -> None:
+        try:
+            r.xack(stream, grp, *ids)
+        except _RETRYABLE as exc:  # still pending: redelivered later, which at-least-once allows
+            log.warning("events group: ack failed", extra={"error": str(exc)[:200]})
 
-    bus.ensure_group(r, stream, group, start_id=start)
-    try:
-        while not lim.done():
-            try:
-                ack_all()
-                entries: list[tuple[Any, dict]] = []
-                if history:
-                    resp = r.xreadgroup(group, consumer, {stream: "0"}, count=count)
-                    entries = [(eid, f) for _s, items in resp or [] for eid, f in items]
-                    gone = [eid for eid, f in entries if not f]
-                    if gone:
-                        r.xack(stream, group, *gone)
-                    entries = [(eid, f) for eid, f in entries if f]
-                    history = bool(entries)
-                if not entries and claim_idle_ms and time.monotonic() >= next_claim:
-                    res = bus.autoclaim(r, stream, group, consumer, claim_idle_ms, count=count)
-                    entries = [(e.id, e.fields) for e in res.entries]
-                    next_claim = time.monotonic() + max(0.05, claim_idle_ms / 2000)
-                if not entries:
-                    resp = r.xreadgroup(group, consumer, {stream: ">"}, count=count, block=lim.block(block_ms))
-                    entries = [(eid, f) for _s, items in resp or [] for eid, f in items]
-                delay = 0.1
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                bus.ensure_group(r, stream, group, start_id="0")  # the server came back empty
+    bus.ensure_group(r, stream, grp, start_id=start)
+    while not lim.done():
+        try:
+            entries: list[tuple[Any, dict]] = []
+            if history:
+                resp = r.xreadgroup(grp, consumer, {stream: "0"}, count=count)
+                entries = [(eid, f) for _s, items in resp or [] for eid, f in items]
+                gone = [eid for eid, f in entries if not f]
+                if gone:
+                    r.xack(stream, grp, *gone)
+                entries = [(eid, f) for eid, f in entries if f]
+                history = bool(entries)
+            if not entries and claim_idle_ms and time.monotonic() >= next_claim:
+                res = bus.autoclaim(r, stream, grp, consumer, claim_idle_ms, count=count)
+                entries = [(e.id, e.fields) for e in res.entries]
+                next_claim = time.monotonic() + max(0.05, claim_idle_ms / 2000)
+            if not entries:
+                resp = r.xreadgroup(grp, consumer, {stream: ">"}, count=count, block=lim.block(block_ms))
+                entries = [(eid, f) for _s, items in resp or [] for eid, f in items]
+            delay = 0.1
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            bus.ensure_group(r, stream, grp, start_id="0")  # the server came back empty
+            continue
+        except _RETRYABLE as exc:
+            log.warning("events group: redis error, retrying", extra={"error": str(exc)[:200]})
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            history = True
+            continue
+        for eid, ev in _parsed(entries):
+            if ev is None or (cams is not None and ev.camera_id not in cams):
+                ack(eid)  # malformed, or another camera: this group (one per filter) never wants it
                 continue
-            except _RETRYABLE as exc:
-                log.warning("events group: redis error, retrying", extra={"error": str(exc)[:200]})
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                history = True
-                continue
-            unacked.extend(eid for eid, _ in entries)
-            for ev in _events(entries, cams):
-                lim.got()
-                yield ev
-                if lim.done():
-                    return
-    finally:
-        with contextlib.suppress(Exception):
-            ack_all()
+            lim.got()
+            yield ev
+            ack(eid)  # the caller came back for the next one: this one is handled
+            if lim.done():
+                return
 
 
 def _pubsub(r, keys, cams, block_ms, idle_timeout_s, max_events) -> Iterator[DetectionEvent]:

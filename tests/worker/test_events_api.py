@@ -90,3 +90,43 @@ def test_cli_events_tail(rconn, keys, wsettings, monkeypatch):
                              env=env)
     assert res.exit_code == 0, res.output
     assert "cam9 #2 64x48 0 faces" in res.output
+
+
+def test_group_acks_only_what_the_caller_received(rconn, keys, wsettings):
+    """max_events=2 over 6 events: the 4 never handed out stay pending and come back (issue 11.1)."""
+    for seq in range(6):
+        put(rconn, keys, "a", seq)
+    first = list(subscribe(group="h", consumer="c1", from_now=False, settings=wsettings, max_events=2))
+    assert [e.frame.seq for e in first] == [0, 1]
+    assert rconn.xpending(keys.events, "h")["pending"] == 4
+    rest = list(subscribe(group="h", consumer="c1", settings=wsettings, idle_timeout_s=0.3))
+    assert [e.frame.seq for e in rest] == [2, 3, 4, 5]
+    assert rconn.xpending(keys.events, "h")["pending"] == 0
+
+
+def test_group_redelivers_the_event_whose_handler_raised(rconn, keys, wsettings):
+    for seq in range(4):
+        put(rconn, keys, "a", seq)
+    seen = []
+    try:
+        for ev in subscribe(group="k", consumer="c1", from_now=False, settings=wsettings, idle_timeout_s=1):
+            if ev.frame.seq == 1:
+                raise RuntimeError("handler failed")
+            seen.append(ev.frame.seq)
+    except RuntimeError:
+        pass
+    assert seen == [0]
+    again = list(subscribe(group="k", consumer="c1", settings=wsettings, idle_timeout_s=0.3))
+    assert [e.frame.seq for e in again] == [1, 2, 3]  # 1 was in hand, 2-3 unseen: none lost
+
+
+def test_camera_filters_in_one_group_never_take_each_others_events(rconn, keys, wsettings):
+    for seq in range(3):
+        put(rconn, keys, "a", seq)
+        put(rconn, keys, "b", seq)
+    a = list(subscribe(camera="a", group="f", consumer="x", from_now=False, settings=wsettings,
+                       idle_timeout_s=0.3))
+    b = list(subscribe(camera="b", group="f", consumer="y", from_now=False, settings=wsettings,
+                       idle_timeout_s=0.3))
+    assert [e.event_id for e in a] == ["a:0", "a:1", "a:2"]
+    assert [e.event_id for e in b] == ["b:0", "b:1", "b:2"]
