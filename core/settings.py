@@ -86,6 +86,13 @@ class RedisSettings(_Section):
         "required", description="rediss:// certificate verification"
     )
 
+    def __repr_args__(self):
+        # repr(settings) lands in logs and tracebacks: never with the URL's password
+        from core.logging import redact_url
+
+        for k, v in super().__repr_args__():
+            yield k, (redact_url(v) if k == "url" else v)
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from core.bus import ensure_group
 from core.keys import Keys
-from core.logging import redact_url
+from core.logging import redact_text, redact_url
 from core.schema import PayloadCodec, Source, validate_camera_id
 from ingest.encoder import Encoder
 from ingest.publisher import CameraStats, OutFrame, Publisher
@@ -241,10 +241,10 @@ def replay(
                     progress(summary)
         summary.status = "done"
     except (IngestError, ReplayError) as exc:
-        summary.status, summary.error = "failed", str(exc)
-        raise ReplayError(f"replay of {redact_url(path)} failed: {exc}", summary) from None
-    except BaseException as exc:
-        summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"
+        summary.status, summary.error = "failed", redact_text(exc)
+        raise ReplayError(f"replay of {redact_url(path)} failed: {summary.error}", summary) from None
+    except BaseException as exc:  # any error text may quote the URL: stored and raised redacted
+        summary.status, summary.error = "failed", redact_text(f"{type(exc).__name__}: {exc}")
         raise
     finally:
         summary.ended_ns = time.time_ns()

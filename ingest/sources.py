@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import av
 import av.error
@@ -55,7 +56,16 @@ def is_live_url(url: str) -> bool:
 
 
 def file_path(url: str) -> str:
-    return url[len("file://") :] if url.lower().startswith("file://") else url
+    """The local path of a file camera: a plain path, or a file:// URL (``file:///abs``,
+    ``file://localhost/abs``; percent-escapes decoded)."""
+    if not url.lower().startswith("file://"):
+        return url
+    parts = urlsplit(url)
+    return unquote(parts.path)
+
+
+# "host:554/stream", "ht!tp:/x": a colon before the first slash is a URL gone wrong, not a file path
+_NO_SCHEME_RE = re.compile(r"^[^/\\]+:")
 
 
 def validate_url(url: str) -> str:
@@ -77,6 +87,15 @@ def validate_url(url: str) -> str:
             "use rtsp://, rtsps://, http(s):// or a file path"
         )
     if scheme == "file":
+        if "://" in url:
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(f"file URLs take no user or password: {redact_url(url)!r}")
+            if (parts.hostname or "localhost") != "localhost":
+                raise ValueError(f"file URL host must be empty or localhost: {redact_url(url)!r}")
+        elif _NO_SCHEME_RE.match(url):
+            raise ValueError(f"{redact_url(url)!r} looks like a URL without a scheme or '//': "
+                             "write rtsp://HOST[:PORT]/PATH (or give a file path)")
         if not file_path(url):
             raise ValueError("file URL has no path")
         return url

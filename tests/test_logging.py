@@ -26,8 +26,10 @@ from core.settings import LogSettings
         ("rtsp://admin:a@b:c@d@cam:554/s", "rtsp://admin:***@cam:554/s"),
         ("rtsp://admin:pa/ss@cam/s", "rtsp://admin:***@cam/s"),
         ("rtsp://admin:p?ss@cam/s", "rtsp://admin:***@cam/s"),
-        # username only: nothing secret
-        ("rtsp://admin@cam/s", "rtsp://admin@cam/s"),
+        # a user field alone is often a token: redacted whole
+        ("rtsp://admin@cam/s", "rtsp://***@cam/s"),
+        ("rtsp://eyJhbGciOiJIUzI1NiJ9.abc@cam:554/s", "rtsp://***@cam:554/s"),
+        ("file://admin:S3cretPW@localhost/x.mp4", "file://admin:***@localhost/x.mp4"),
         ("rtsp://cam:554/s", "rtsp://cam:554/s"),
         # credentials in the query string
         ("rtsp://cam/s?user=admin&password=secret&channel=1",

@@ -115,3 +115,13 @@ def test_redacted_dump_hides_secrets():
     assert d["redis"]["url"] == "redis://app:***@redis:6379/0"
     assert d["redis"]["password"] == "***"
     assert "s3cr3t" not in str(d) and "hunter2" not in str(d)
+
+
+def test_repr_of_settings_hides_the_redis_password():
+    from core.settings import RedisSettings, Settings
+
+    s = Settings(redis=RedisSettings(url="redis://app:S3cretPW@redis:6379/0", password="Other-PW"))
+    for text in (repr(s), str(s), repr(s.redis)):
+        assert "S3cretPW" not in text and "Other-PW" not in text, text
+        assert "redis://app:***@redis:6379/0" in text
+    assert s.redis.url == "redis://app:S3cretPW@redis:6379/0"  # the client still gets the real one

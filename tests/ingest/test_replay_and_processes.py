@@ -189,3 +189,15 @@ def test_cli_replay(redis_settings, r, keys, clip):
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["frames_published"] == "20" and summary["status"] == "done"
     assert r.xlen(keys.frames) == 20
+
+
+def test_replay_failure_text_is_stored_redacted(r, keys, clip):
+    def progress(_summary):
+        raise RuntimeError("lost rtsp://admin:S3cretPW@10.0.0.9/live while publishing")
+
+    with pytest.raises(RuntimeError):
+        replay(str(clip.path), "cam", redis=r, keys=keys, settings=fast_settings(), fps=25, run_id="leak-1",
+               progress=progress)
+    info = {k.decode(): v.decode() for k, v in r.hgetall(keys.run_info("leak-1")).items()}
+    assert info["status"] == "failed"
+    assert "S3cretPW" not in str(info) and "rtsp://admin:***@10.0.0.9/live" in info["error"]

@@ -83,13 +83,25 @@ def test_encoder_roundtrip(codec):
 
 def test_validate_url():
     for ok in ["rtsp://h/x", "rtsps://u:p@h:322/x", "http://h/s.mjpg", "https://h/x.m3u8", "/a/b.mp4",
-               "clip.mp4", "file:///a/b.mp4"]:
+               "clip.mp4", "file:///a/b.mp4", "file://localhost/a/b.mp4"]:
         assert validate_url(ok) == ok
     for bad, msg in [("", "empty"), ("ftp://h/x", "scheme"), ("rtsp://", "host"), ("rtsp://h:0/x", "port"),
-                     ("rtsp://u:secret@h:99999/x", "malformed"), (" rtsp://h/x", "whitespace")]:
+                     ("rtsp://u:secret@h:99999/x", "malformed"), (" rtsp://h/x", "whitespace"),
+                     ("file://admin:secret@localhost/x.mp4", "no user or password"),
+                     ("file://nas/x.mp4", "empty or localhost"),
+                     ("127.0.0.1:554/stream", "without a scheme"), ("ht!tp:/x", "without a scheme")]:
         with pytest.raises(ValueError, match=msg) as ei:
             validate_url(bad)
         assert "secret" not in str(ei.value)
+
+
+def test_file_urls_name_local_paths():
+    from ingest.sources import file_path
+
+    assert file_path("file:///data/a b.mp4") == "/data/a b.mp4"
+    assert file_path("file://localhost/data/x.mp4") == "/data/x.mp4"  # the standard form, not a relative path
+    assert file_path("file:///data/a%20b.mp4") == "/data/a b.mp4"
+    assert file_path("clips/x.mp4") == "clips/x.mp4"
 
 
 def test_classify_error_text():
