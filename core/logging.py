@@ -95,7 +95,8 @@ def redact_url(url: Any) -> str:
     """Return ``url`` with its password and query-string credentials replaced by ``***``.
 
     Robust to passwords holding ``@``, ``:``, ``/``, ``%40``: the userinfo ends at the LAST ``@``
-    before the path. A user name without a password is redacted whole (it is often a token). Strings that are not ``scheme://`` URLs (file paths) are returned unchanged.
+    before the path. A user name without a password is redacted whole (it is often a token).
+    Strings that are not ``scheme://`` URLs (file paths) are returned unchanged.
     """
     if url is None:
         return ""
