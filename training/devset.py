@@ -65,7 +65,9 @@ def predict_dev(model: torch.nn.Module, records, device=None, input_size: int = 
     dets, gts = [], []
     for r in records:
         img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
-        if img is None:
+        if img is None:  # one (empty) result per record all the same: callers zip them with records
+            dets.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+            gts.append((r.boxes, r.ignore))
             continue
         batch, (lb,) = make_batch([img], input_size)
         s, b, _ = model(torch.from_numpy(batch).to(device))

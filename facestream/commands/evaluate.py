@@ -81,6 +81,48 @@ def wider(model, data_dir, images_dir, gt_dir, threshold, min_score, max_size, r
     click.echo(res.to_json() if as_json else res.to_markdown())
 
 
+@eval_group.command("dev")
+@click.option("--model", "models", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Weights (.safetensors); repeat to compare several on the same split.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Training config whose sources and dev_fraction define the dev split.")
+@click.option("--input-size", type=click.IntRange(32), default=640, show_default=True)
+def dev(models, config, input_size) -> None:
+    """AP (IoU 0.5) and max-F1 threshold on a training config's dev split: the held-out part of the
+    training sources on which every recipe choice is made (never the evaluation set)."""
+    from models.facedet.weights import load_model
+    from training.config import load_config
+    from training.data.dataset import SourceSpec, load_source, split_dev
+    from training.devset import average_precision, best_f1_threshold, predict_dev
+
+    try:
+        cfg = load_config(config)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(f"{config}: {e}") from e
+    recs, source = [], []
+    for s in cfg.sources:
+        _, d = split_dev(load_source(SourceSpec(**s.model_dump())), cfg.dev_fraction)
+        recs += d
+        source += [Path(s.images).name] * len(d)
+    if not recs:
+        raise click.ClickException(f"{config}: the dev split is empty (dev_fraction = {cfg.dev_fraction})")
+    names = list(dict.fromkeys(source))
+    click.echo(f"dev split of {config}: {len(recs)} images, {sum(int((~r.ignore).sum()) for r in recs)} faces")
+    click.echo("| model | dev AP | max-F1 threshold | F1 | " + " | ".join(f"AP {n}" for n in names) + " |")
+    click.echo("| --- " * (4 + len(names)) + "|")
+    for m in models:
+        try:
+            net, _ = load_model(m)
+        except Exception as e:
+            raise click.ClickException(f"cannot load {m}: {e}") from e
+        dets, gts = predict_dev(net, recs, input_size=input_size)
+        thr, f1 = best_f1_threshold(dets, gts)
+        per = [average_precision([d for d, src in zip(dets, source, strict=True) if src == n],
+                                 [g for g, src in zip(gts, source, strict=True) if src == n]) for n in names]
+        click.echo(f"| {m} | {average_precision(dets, gts):.3f} | {thr:.2f} | {f1:.3f} | "
+                   + " | ".join(f"{a:.3f}" for a in per) + " |")
+
+
 def _attach_replay() -> None:
     try:
         from facestream.commands.eval_replay import gate, replay

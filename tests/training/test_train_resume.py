@@ -85,3 +85,18 @@ def test_init_starts_from_given_weights(tmp_path):
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         if va.dtype.is_floating_point and "running" not in k:
             assert torch.allclose(va, vb, atol=1e-5), k
+
+
+def test_eval_dev_reports_ap_per_source(tmp_path):
+    _make_set(tmp_path / "set")
+    run = train(_cfg(tmp_path, tmp_path / "a", 1))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'variant = "fsdet-s"\ndev_fraction = 0.45\n[[sources]]\nimages = "{tmp_path / "set"}"\n'
+                   f'labels = "{tmp_path / "set" / "labels.txt"}"\n')
+    res = CliRunner().invoke(main, ["eval", "dev", "--model", str(run / "last.safetensors"), "--config", str(cfg),
+                                    "--input-size", "128"])
+    assert res.exit_code == 0, res.output
+    row = res.output.strip().splitlines()[-1].split("|")
+    assert "last.safetensors" in row[1] and 0.0 <= float(row[2]) <= 1.0 and len(row) == 7  # + AP of the one source
+    bad = CliRunner().invoke(main, ["eval", "dev", "--model", str(cfg), "--config", str(cfg)])
+    assert bad.exit_code != 0 and "cannot load" in bad.output and "Traceback" not in bad.output
