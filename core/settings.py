@@ -174,7 +174,7 @@ class WorkerSettings(_Section):
     runtime: Literal["auto", "torch", "onnx", "tensorrt"] = Field(
         "auto", description="inference runtime (auto: tensorrt > onnx > torch)"
     )
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="detection score threshold (unset: the weights' calibrated threshold)"
     )
@@ -245,6 +245,18 @@ def get_settings(**overrides: Any) -> Settings:
     """
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc, Settings), _problems(exc, Settings)) from None
+
+
+def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    """``settings`` with e.g. ``worker={"device": "cuda"}`` applied and validated like the environment
+    (CLI flags must not slip past the checks that env vars get). Raises SettingsError."""
+    data = settings.model_dump()
+    for name, update in sections.items():
+        data[name].update(update)
+    try:
+        return Settings.model_validate(data)
     except ValidationError as exc:
         raise SettingsError(format_validation_error(exc, Settings), _problems(exc, Settings)) from None
 

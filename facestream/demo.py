@@ -248,7 +248,7 @@ def run_demo(
     detector: Any = None,
 ) -> DemoSummary:
     from facestream.commands.events import format_event
-    from ingest.replay import replay
+    from ingest.replay import ReplayError, replay
     from worker.main import Worker, load_worker_detector
 
     out = Path(out_dir)
@@ -343,7 +343,10 @@ def run_demo(
                             echo(format_event(ev))
                         _annotate(r, keys, annot, ev)
                 if source_error:
-                    raise source_error[0]
+                    err = source_error[0]
+                    if isinstance(err, ReplayError):  # a corrupt or unreadable clip: one clear line
+                        raise DemoError(str(err)) from None
+                    raise err
                 if source_done.is_set():
                     if sup is not None:
                         sup.stop()

@@ -244,7 +244,8 @@ def replay(
         summary.status, summary.error = "failed", redact_text(exc)
         raise ReplayError(f"replay of {redact_url(path)} failed: {summary.error}", summary) from None
     except BaseException as exc:  # any error text may quote the URL: stored and raised redacted
-        summary.status, summary.error = "failed", redact_text(f"{type(exc).__name__}: {exc}")
+        why = getattr(exc, "strerror", None) or exc  # PyAV/OS errors: the words, not "[Errno 1094995529]"
+        summary.status, summary.error = "failed", redact_text(f"{type(exc).__name__}: {why}")
         raise
     finally:
         summary.ended_ns = time.time_ns()

@@ -7,6 +7,7 @@ of ``core.metrics.REGISTRY`` (every role's metrics in this process).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -63,6 +64,26 @@ class RateWindow:
             return sum(n for _, n in self._q) / self.window_s
 
 
+PORT_TRIES = 16  # N workers on one host take 9108, 9109, ... with no configuration
+
+
+class HttpBindError(RuntimeError):
+    """No port could be bound; the message names the address and what to set."""
+
+
+def bind_http(host: str, port: int, handler) -> ThreadingHTTPServer:
+    """Bind `port`, or the next free one of PORT_TRIES when it is taken (port 0: any free port)."""
+    ports = [0] if port == 0 else range(port, min(port + PORT_TRIES, 65_536))
+    for p in ports:
+        try:
+            return ThreadingHTTPServer((host, p), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise HttpBindError(f"cannot listen on {host}:{p}: {exc.strerror or exc}") from None
+    raise HttpBindError(f"cannot listen on {host}: ports {port}-{ports[-1]} are all in use; "
+                        "set FACESTREAM_WORKER__HTTP_PORT (0: any free port)")
+
+
 class HealthServer:
     """ThreadingHTTPServer in a daemon thread. ``checks`` returns {name: (ok, detail)}."""
 
@@ -97,7 +118,7 @@ class HealthServer:
             def log_message(self, format, *args):
                 log.debug("http " + format, *args)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = bind_http(host, port, Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health-http", daemon=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import click
 
 from core.logging import setup_logging
-from core.settings import Settings, SettingsError, get_settings
+from core.settings import Settings, SettingsError, get_settings, with_overrides
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -26,7 +26,7 @@ def init_app(ctx: click.Context, log_level: str | None = None) -> App:
     try:
         settings = get_settings()
         if overrides:
-            settings = settings.model_copy(update={"log": settings.log.model_copy(update=overrides["log"])})
+            settings = with_overrides(settings, **overrides)
     except SettingsError as exc:
         click.echo(f"facestream: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

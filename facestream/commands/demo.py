@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from core.settings import SettingsError, with_overrides
 from facestream.commands._common import get_app
 
 EXIT_NO_MODEL = 3
@@ -41,7 +42,10 @@ def demo(ctx, source, out_dir, duration_s, fps, pace, weights, runtime, threshol
     overrides = {k: v for k, v in dict(weights=weights, runtime=runtime, threshold=threshold).items()
                  if v is not None}
     if overrides:
-        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=overrides)})
+        try:
+            settings = with_overrides(settings, worker=overrides)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         summary = run_demo(settings, source=source, out_dir=out_dir, duration_s=duration_s, fps=fps, pace=pace,
                            echo=click.echo, print_events=not quiet)

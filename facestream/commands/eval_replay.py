@@ -92,6 +92,14 @@ def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, thresho
     if len(labels_paths) not in (1, len(run_ids)):
         _fail(f"give one --labels for all runs or one per --run-id ({len(run_ids)} runs, "
               f"{len(labels_paths)} labels)")
+    for path in labels_paths:  # before waiting on any run: a wrong file fails at once
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.read(1 << 20)
+        except UnicodeDecodeError:
+            _fail(f"{path}: not a labels file (not UTF-8 text: a video or image?)")
+        except OSError as exc:
+            _fail(f"{path}: cannot read it ({exc.strerror or exc})")
     settings = get_app(ctx).settings
     try:
         r = connect(settings.redis)

@@ -48,8 +48,14 @@ def format_event(ev) -> str:
 def tail(ctx, cameras, as_json, group, consumer, from_start, run_id, pubsub, max_events, idle_timeout_s) -> None:
     """Print events as they arrive (Ctrl-C to stop)."""
     from core.bus import BusError
+    from core.schema import validate_camera_id
     from facestream.events import subscribe
 
+    for cam in cameras:  # a bad id would match nothing and wait forever in silence
+        try:
+            validate_camera_id(cam)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--camera") from None
     settings = get_app(ctx).settings
     try:
         it = subscribe(camera=list(cameras) or None, group=group, from_now=not from_start, consumer=consumer,

@@ -15,9 +15,22 @@ for ``facestream eval replay`` instead (training/evaluate/footage_labels.py, doc
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
+
+
+@contextlib.contextmanager
+def _readable(video: Path):
+    """A video that PyAV cannot open or decode: one clear line, exit 1."""
+    import av
+
+    try:
+        yield
+    except (OSError, ValueError, av.error.FFmpegError) as e:
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:300]  # words, not "[Errno 1094995529]"
+        raise click.ClickException(f"cannot read video {video}: {why}") from e
 
 
 @click.command("label")
@@ -69,10 +82,10 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         fill_missing,
         fused_to_wider,
         iter_images,
-        iter_video,
         list_images,
     )
     from training.distill.teachers import load_teacher
+    from training.evaluate.footage_labels import iter_video_frames
     from training.widerio import read_wider_labels, write_wider_labels
 
     if (images_dir is None) == (video is None):
@@ -87,11 +100,16 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         raise click.UsageError("--format footage works with --video")
     if frames_dir is not None and (video is None or fmt != "wider"):
         raise click.UsageError("--frames-dir works with --video and the wider format")
-    try:
-        models = [load_teacher(t, score_threshold=min_score, max_size=max_size, min_size=min_size,
-                               threads=threads) for t in teachers]
-    except (ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from e
+    for t in teachers:
+        if t != "haar" and not Path(t).is_file():
+            raise click.ClickException(f"teacher {t}: no such file")
+    models = []
+    for t in teachers:
+        try:
+            models.append(load_teacher(t, score_threshold=min_score, max_size=max_size, min_size=min_size,
+                                       threads=threads))
+        except Exception as e:  # truncated or foreign ONNX: ONNX Runtime raises its own types
+            raise click.ClickException(f"teacher {t}: cannot load it ({str(e).splitlines()[0][:300]})") from e
     ens = TeacherEnsemble(models, weights or None, iou_thr=fusion_iou, skip_box_thr=min_score)
     click.echo("teachers: " + ", ".join(f"{m.name} ({getattr(m, 'kind', '?')})" for m in models), err=True)
 
@@ -99,8 +117,10 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         from training.evaluate.footage_labels import label_video
 
         bar = tqdm(desc="label", unit="frame", disable=not progress)
-        lab = label_video(video, out, ens.label_image, every=every, threshold=threshold, ignore_below=ignore_below,
-                          meta={"teachers": [m.name for m in models]}, progress=lambda _: bar.update(1))
+        with _readable(video):
+            lab = label_video(video, out, ens.label_image, every=every, threshold=threshold,
+                              ignore_below=ignore_below, meta={"teachers": [m.name for m in models]},
+                              progress=lambda _: bar.update(1))
         bar.close()
         n_ign = sum(len(f.ignore) for f in lab.frames.values())
         click.echo(f"{out}: {len(lab.frames)} frames, {lab.faces} label faces, {n_ign} ignore regions "
@@ -109,14 +129,16 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
     results = []
     skipped = 0
     if video is not None:
-        for idx, frame in tqdm(iter_video(video, every), desc="label", unit="frame", disable=not progress):
-            key = f"{video.name}/{idx:06d}"
-            if frames_dir is not None:
-                key = f"{video.stem}/{idx:06d}.jpg"
-                (frames_dir / video.stem).mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(frames_dir / key), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                    raise click.ClickException(f"cannot write frames under {frames_dir}")
-            results.append(fused_to_wider(key, ens.label_image(frame), threshold, ignore_below))
+        with _readable(video):
+            _, frames = iter_video_frames(video, every)
+            for vf in tqdm(frames, desc="label", unit="frame", disable=not progress):
+                key = f"{video.name}/{vf.index:06d}"
+                if frames_dir is not None:
+                    key = f"{video.stem}/{vf.index:06d}.jpg"
+                    (frames_dir / video.stem).mkdir(parents=True, exist_ok=True)
+                    if not cv2.imwrite(str(frames_dir / key), vf.bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                        raise click.ClickException(f"cannot write frames under {frames_dir}")
+                results.append(fused_to_wider(key, ens.label_image(vf.bgr), threshold, ignore_below))
     else:
         human = None
         if merge_with is not None:

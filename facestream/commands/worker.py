@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from core.settings import SettingsError, with_overrides
 from facestream.commands._common import get_app
 
 EXIT_NO_MODEL = 3
@@ -33,6 +34,7 @@ def worker(ctx: click.Context, weights, runtime, device, threshold, max_batch, m
     runs the detector and publishes one DetectionEvent per frame (events stream + per-camera
     channel). On SIGTERM it finishes the batch in hand, acks it and exits 0. See docs/worker.md.
     """
+    from worker.health import HttpBindError
     from worker.main import DetectorLoadError, run_worker
 
     settings = get_app(ctx).settings
@@ -44,9 +46,15 @@ def worker(ctx: click.Context, weights, runtime, device, threshold, max_batch, m
         if v is not None
     }
     if overrides:
-        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=overrides)})
+        try:
+            settings = with_overrides(settings, worker=overrides)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         run_worker(settings)
     except DetectorLoadError as exc:
         click.echo(f"facestream worker: {exc}", err=True)
         sys.exit(EXIT_NO_MODEL)
+    except HttpBindError as exc:
+        click.echo(f"facestream worker: {exc}", err=True)
+        sys.exit(1)

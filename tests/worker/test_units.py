@@ -106,3 +106,40 @@ def test_batcher_serves_entries_in_hand_first():
     read = FakeRead([])
     out = Batcher(read, max_batch=2, max_wait_ms=0).collect(first=["a", "b", "c"])
     assert out == ["a", "b"] and read.calls == []
+
+
+def test_health_server_takes_the_next_free_port_and_names_the_ports_when_all_are_taken():
+    import socket
+    import urllib.request
+
+    from worker.health import PORT_TRIES, HealthServer, HttpBindError
+
+    def listener(port=0):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed port in TIME_WAIT is free
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return s
+
+    # find PORT_TRIES + 1 consecutive free ports and hold the first
+    for _ in range(50):
+        first = listener()
+        base = first.getsockname()[1]
+        if base + PORT_TRIES < 65_000:
+            break
+        first.close()
+    held = [first]
+    try:
+        second = HealthServer("127.0.0.1", base, lambda: {"ok": (True, "")}).start()  # a 2nd worker, same host
+        try:
+            assert second.port != base and base < second.port < base + PORT_TRIES
+            with urllib.request.urlopen(f"http://127.0.0.1:{second.port}/healthz", timeout=5) as resp:
+                assert resp.status == 200
+        finally:
+            second.stop()
+        held += [listener(p) for p in range(base + 1, base + PORT_TRIES)]
+        with pytest.raises(HttpBindError, match=f"ports {base}-{base + PORT_TRIES - 1} are all in use"):
+            HealthServer("127.0.0.1", base, lambda: {})
+    finally:
+        for s in held:
+            s.close()

@@ -136,24 +136,6 @@ def iter_images(root: str | Path, rel_paths: Iterable[str]) -> Iterator[tuple[st
         yield rel, img
 
 
-def iter_video(path: str | Path, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """(frame index, BGR) for every ``every``-th frame of a video (OpenCV; PyAV-free for portability)."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise OSError(f"cannot open video {path}")
-    i = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i % every == 0:
-                yield i, frame
-            i += 1
-    finally:
-        cap.release()
-
-
 # ------------------------------------------------------------------- raw teacher-detection cache (npz)
 
 def save_cache(path: str | Path, names: list[str], outs: list[tuple[np.ndarray, np.ndarray | None]],
