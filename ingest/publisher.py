@@ -8,8 +8,10 @@
 stream is capped (exact MAXLEN) and payloads expire (PX = max_frame_age_ms).
 
 Frame sequence numbers come from ``INCRBY keys.camera_seq(cam) block``: each process reserves a block of
-ids, so seqs stay unique across restarts and takeovers (gaps are possible, duplicates are not).
-Replays number frames from 0 per run (their payload keys include the run id).
+ids, so seqs stay unique across process restarts and takeovers (gaps are possible, duplicates are not).
+The counter is floored at the wall clock in microseconds (one Lua call): a Redis that restarts empty or
+is restored from an older snapshot goes on above every seq it issued before, so event ids
+(``camera:seq``) never repeat. Replays number frames from 0 per run (their ids include the run id).
 """
 
 from __future__ import annotations
@@ -94,6 +96,20 @@ class OutFrame:
     stats: CameraStats | None = None
 
 
+# KEYS[1] seq counter; ARGV[1] block; ARGV[2] floor (wall clock, us). Returns the block's last seq.
+# Monotonic while Redis lives (INCRBY), and above the clock after it comes back empty or older.
+_RESERVE_LUA = """
+local block = tonumber(ARGV[1])
+local v = redis.call('INCRBY', KEYS[1], block)
+local floor = tonumber(ARGV[2])
+if v - block < floor then
+  v = floor + block
+  redis.call('SET', KEYS[1], string.format('%d', v))
+end
+return v
+"""
+
+
 class Publisher:
     """Synchronous, pipelined frame writes. Thread-safe for distinct cameras (one seq block each)."""
 
@@ -110,9 +126,10 @@ class Publisher:
         need = [c for c in dict.fromkeys(cams) if c not in self._seq or self._seq[c][0] >= self._seq[c][1]]
         if not need:
             return
+        floor = time.time_ns() // 1000
         pipe = self.r.pipeline(transaction=False)
         for c in need:
-            pipe.incrby(self.keys.camera_seq(c), self.seq_block)
+            pipe.eval(_RESERVE_LUA, 1, self.keys.camera_seq(c), self.seq_block, floor)
         for c, hi in zip(need, pipe.execute(), strict=True):
             hi = int(hi)
             self._seq[c] = [hi - self.seq_block + 1, hi + 1]

@@ -158,3 +158,21 @@ def test_missing_corrupt_and_non_video_files(tmp_path):
     with pytest.raises(IngestError) as ei:
         VideoSource(str(empty)).open()
     assert ei.value.reason is ErrorReason.codec
+
+
+def test_frame_seqs_never_repeat_across_a_redis_restart(private_redis):
+    """Event ids are camera:seq: a Redis that comes back empty must not hand out old seqs again."""
+    from core.keys import Keys
+    from ingest.publisher import Publisher
+
+    keys = Keys("seqtest")
+    seen: list[int] = []
+    for _ in range(2):
+        r = private_redis.client()
+        pub = Publisher(r, keys, maxlen=100, payload_ttl_ms=1000, seq_block=4)
+        seen += [pub.next_seq("cam") for _ in range(10)]
+        r.close()
+        private_redis.restart()  # no persistence: the counter is gone
+        assert private_redis.client().get(keys.camera_seq("cam")) is None
+    assert len(set(seen)) == len(seen) == 20
+    assert seen == sorted(seen)  # and they keep increasing
