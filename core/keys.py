@@ -84,6 +84,10 @@ class Keys:
     def worker_heartbeat(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
+    def worker_alive(self, worker_id: str) -> str:
+        """STRING with a TTL of dead_after_ms: gone = the worker is dead (its frames are taken over)."""
+        return f"{self.prefix}:worker:{worker_id}:alive"
+
     @property
     def worker_group(self) -> str:
         return "detectors"

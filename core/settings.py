@@ -168,6 +168,11 @@ class WorkerSettings(_Section):
     max_deliveries: int = Field(
         3, ge=1, le=100, description="dead-letter an entry after this many deliveries"
     )
+    dead_after_ms: int = Field(
+        1_000, ge=200, le=600_000,
+        description="a worker whose liveness key (refreshed by a thread) is this old is dead: the others "
+                    "take its pending frames at once, within the staleness budget",
+    )
     events_maxlen: int = Field(100_000, ge=10, le=100_000_000, description="events stream length cap (exact)")
     http_host: str = Field("0.0.0.0", description="bind address of /healthz and /metrics")
     http_port: int = Field(9108, ge=0, le=65_535, description="port of /healthz and /metrics (0: disabled)")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = metrics.counter(
     "worker_dead_letters_total", "Frames moved to the dead-letter stream, by reason", ["reason"]
 )
+DEAD_MIN_IDLE_MS = 100  # a consumer that touched the group this recently is not taken over
 RECLAIMED = metrics.counter("worker_reclaimed_total", "Entries taken over from idle consumers (XAUTOCLAIM)")
 
 
@@ -114,6 +115,39 @@ class FrameConsumer:
                 extra={"count": len(res.entries), "ids": [_s(e.id) for e in res.entries[:5]]},
             )
         return self._screen(res.entries)
+
+    def take_over_dead(self, count: int, alive_key) -> list[bus.Entry]:
+        """Claim the pending entries of consumers whose liveness key (``alive_key(name)``) is gone: a
+        SIGKILLed worker's live frames go on within the staleness budget, not after claim_idle_ms."""
+        try:
+            rows = self.r.xinfo_consumers(self.stream, self.group)
+        except ResponseError:
+            return []
+        cands = [_s(c.get("name")) for c in rows
+                 if _s(c.get("name")) != self.consumer and int(c.get("pending") or 0) > 0
+                 and int(c.get("idle") or 0) >= DEAD_MIN_IDLE_MS]
+        if not cands:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for name in cands:
+            pipe.exists(alive_key(name))
+        dead = [n for n, alive in zip(cands, pipe.execute(), strict=True) if not alive]
+        out: list[bus.Entry] = []
+        for name in dead:
+            pend = self.r.xpending_range(self.stream, self.group, min="-", max="+", count=count, consumername=name)
+            if not pend:
+                continue
+            times = {p["message_id"]: int(p["times_delivered"]) for p in pend}
+            claimed = self.r.xclaim(self.stream, self.group, self.consumer, 0, list(times))
+            gone = [eid for eid, f in claimed if not f]
+            if gone:  # trimmed while pending: nothing left to process
+                bus.ack(self.r, self.stream, self.group, *gone)
+            got = [bus.Entry(self.stream, eid, f, times.get(eid, 1) + 1) for eid, f in claimed if f]
+            self.reclaimed += len(got)
+            RECLAIMED.inc(len(got))
+            log.warning("took over the frames of a dead worker", extra={"consumer": name, "count": len(got)})
+            out += got
+        return self._screen(out)
 
     def _screen(self, entries: list[bus.Entry]) -> list[bus.Entry]:
         live = []

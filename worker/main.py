@@ -89,8 +89,10 @@ class Worker:
         self.max_age_ms = ws.max_frame_age_ms or settings.ingest.max_frame_age_ms
         self.detector = detector
         self.r = redis_client
-        self.idle_block_ms = idle_block_ms
+        # an idle worker wakes often enough to see a dead peer within dead_after_ms
+        self.idle_block_ms = max(50, min(idle_block_ms, ws.dead_after_ms // 4))
         self.claim_interval_s = max(0.05, min(ws.claim_idle_ms / 2000, 5.0))
+        self.dead_check_s = ws.dead_after_ms / 4000
         self.heartbeat_s = ws.heartbeat_interval_ms / 1000
         self.stats: dict[str, int] = {
             "batches": 0, "frames": 0, "events": 0, "faces": 0, "stale_expired": 0, "stale_too_old": 0,
@@ -102,6 +104,7 @@ class Worker:
         self._redis_ok = False
         self._health_redis = None
         self.ready = threading.Event()
+        self._stopped = False
 
     # -- setup ------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -169,7 +172,10 @@ class Worker:
         backlog: list[bus.Entry] = []
         recover = True
         next_claim = 0.0
+        next_dead_check = 0.0
         next_beat = 0.0
+        alive = threading.Thread(target=self._stay_alive, args=(stop,), name="worker-alive", daemon=True)
+        alive.start()
         next_prune = time.monotonic() + 60
         backoff = 0.1
         log.info(
@@ -186,6 +192,9 @@ class Worker:
                         backlog.extend(self.consumer.recover_own(self.ws.max_batch * 4))
                         recover = False
                     now = time.monotonic()
+                    if now >= next_dead_check:
+                        backlog.extend(self.consumer.take_over_dead(self.ws.max_batch * 4, self.keys.worker_alive))
+                        next_dead_check = now + self.dead_check_s
                     if now >= next_claim and len(backlog) < self.ws.max_batch:
                         backlog.extend(self.consumer.reclaim(self.ws.max_batch))
                         next_claim = now + self.claim_interval_s
@@ -237,10 +246,23 @@ class Worker:
             log.warning("redis error; retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
         self._set_redis_ok(False)
 
+    def _stay_alive(self, stop: threading.Event) -> None:
+        """Refresh the liveness key from its own thread: a long batch never makes this worker look dead,
+        a SIGKILL makes it look dead within dead_after_ms."""
+        ttl = self.ws.dead_after_ms
+        key = self.keys.worker_alive(self.worker_id)
+        while not stop.is_set() and not self._stopped:
+            try:
+                self.r.set(key, os.getpid(), px=ttl)
+            except Exception as exc:  # the main loop reports Redis trouble; this just tries again
+                log.debug("liveness refresh failed", extra={"error": str(exc)[:200]})
+            stop.wait(ttl / 4000)
+
     def _shutdown(self) -> None:
+        self._stopped = True  # the liveness thread ends even when run() ends by an exception
         try:
             if self.r is not None:
-                self.r.delete(self.keys.worker_heartbeat(self.worker_id))
+                self.r.delete(self.keys.worker_heartbeat(self.worker_id), self.keys.worker_alive(self.worker_id))
         except Exception:
             pass
         if self.health_server is not None:

@@ -55,3 +55,44 @@ def test_two_workers_one_killed_no_loss_no_duplicates(tmp_path, wprefix, rconn, 
     wb.signal(signal.SIGTERM)
     assert wb.wait(15) == 0, wb.output()
     assert "worker stopped" in wb.output()
+
+
+def test_a_killed_workers_live_frames_are_served_within_the_staleness_budget(tmp_path, wprefix, rconn, keys,
+                                                                             random_weights, procs):
+    """SIGKILL a worker holding live frames: a peer sees its liveness key expire and serves them
+    within the budget (issue 11.3), long before claim_idle_ms (30 s) would have."""
+    from tests.worker.helpers import face_like_image, publish_frame
+
+    base = facestream_env(
+        wprefix, FACESTREAM_WORKER__WEIGHTS=str(random_weights), FACESTREAM_WORKER__RUNTIME="onnx",
+        FACESTREAM_WORKER__DEVICE="cpu", FACESTREAM_WORKER__HTTP_PORT="0", FACESTREAM_WORKER__MAX_BATCH="8",
+        FACESTREAM_WORKER__DEAD_AFTER_MS="800", FACESTREAM_INGEST__MAX_FRAME_AGE_MS="4000",
+    )
+    # A is slow (every frame inferred at 4096 px), so it still holds the frames when it is killed
+    slow = facestream("worker-slow", ["worker", "--worker-id", "wSlow"],
+                      {**base, "FACESTREAM_WORKER__INPUT_SIZE": "4096"}, tmp_path)
+    fast = facestream("worker-fast", ["worker", "--worker-id", "wFast"], base, tmp_path)
+    procs += [slow, fast]
+    for wid in ("wSlow", "wFast"):
+        wait_for(lambda w=wid: rconn.exists(keys.worker_heartbeat(w)), timeout=60, what=f"{wid} ready")
+    fast.signal(signal.SIGSTOP)  # only the slow one reads the frames
+    try:
+        img = face_like_image(320, 240)
+        for seq in range(6):
+            publish_frame(rconn, keys, "cam-live", seq, img)
+        wait_for(lambda: any(c["name"] == b"wSlow" and c["pending"] >= 1
+                             for c in rconn.xinfo_consumers(keys.frames, keys.worker_group)),
+                 timeout=10, what="the slow worker holding frames")
+    finally:
+        fast.signal(signal.SIGCONT)
+    slow.signal(signal.SIGKILL)
+    assert slow.wait(10) == -signal.SIGKILL
+    wait_for(lambda: rconn.xlen(keys.events) >= 6, timeout=15, what="an event for every live frame")
+    evs = read_events(rconn, keys.events)
+    assert sorted(e.frame.seq for e in evs) == list(range(6))  # none lost, none twice
+    served = [e for e in evs if e.worker_id == "wFast"]
+    assert served, "the survivor served none of the frames"
+    # served inside the 4 s budget (after claim_idle_ms = 30 s they would have been dropped as stale)
+    assert max(e.timings_ms.total for e in served) < 4000
+    assert "took over the frames of a dead worker" in fast.output()
+    wait_for(lambda: pending_count(rconn, keys) == 0, timeout=5, what="nothing left pending")
