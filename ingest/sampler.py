@@ -4,7 +4,9 @@ Not by wall clock (a file decodes faster than real time; network jitter bunches 
 frame count (variable frame rate, dropped packets). The sampler keeps the first frame at or after each
 tick of a ``1/fps`` grid anchored on the first frame's PTS; when the source skips more than a period
 (packet loss) the grid re-anchors instead of emitting a burst to "catch up". A PTS that jumps backwards
-or forwards by more than ``reset_gap_s`` (reconnect, looping file, camera clock reset) restarts the grid.
+or forwards by more than ``reset_gap_s`` (reconnect, looping file, camera clock reset) restarts the grid;
+a PTS a little behind the last one (B-frames in decode order, RTP jitter: up to ``BACKWARD_JITTER_S``) is
+an out-of-order frame on the same grid, not a reset (resetting there kept ~every frame).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 class PtsSampler:
     EPS = 1e-3  # seconds: rounding of PTS * time_base (RTP clock is 1/90000)
     NO_PTS_GRACE = 3  # frames without PTS skipped before falling back to the wall clock
+    BACKWARD_JITTER_S = 1.0  # PTS this far behind the newest one is reordering, not a discontinuity
 
     def __init__(self, fps: float, reset_gap_s: float = 5.0):
         if fps <= 0:
@@ -53,9 +56,13 @@ class PtsSampler:
         else:
             self.pts_seen = True
             self._no_pts = 0
-        if self.last_t is not None and (t < self.last_t - self.EPS or t - self.last_t > self.reset_gap_s):
+        if self.last_t is not None and (t < self.last_t - max(self.BACKWARD_JITTER_S, 2 * self.period)
+                                        or t - self.last_t > self.reset_gap_s):
             self.resets += 1
             self.next_t = None
+            self.last_t = t
+        elif self.last_t is not None and t < self.last_t - self.EPS:
+            return False  # out of order, behind a frame already judged: its tick has been served
         self.last_t = t
         if self.next_t is not None and t < self.next_t - self.EPS:
             return False

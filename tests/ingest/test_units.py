@@ -46,6 +46,17 @@ def test_sampler_gap_and_reset():
     assert s.resets == 2
 
 
+def test_sampler_keeps_its_rate_on_b_frame_reordering():
+    # 25 fps, GOP order I P B B (PTS 0 3 1 2, 4 7 5 6, ...): small backward steps are not a reset
+    order = []
+    for g in range(0, 250, 4):
+        order += [g, g + 3, g + 1, g + 2]
+    s = PtsSampler(5)
+    kept = [i for i in order if s.accept(i / 25)]
+    assert abs(len(kept) - 50) <= 2 and s.resets == 0  # 10 s at 5 fps, not ~every frame
+    assert s.accept(-20.0) and s.resets == 1  # a real jump back (reconnect, loop) still restarts the grid
+
+
 def test_sampler_missing_pts():
     s = PtsSampler(5)
     assert not s.accept(None)  # first RTSP frames without PTS: skipped
