@@ -46,6 +46,10 @@ class ReplayError(RuntimeError):
         self.summary = summary
 
 
+class ReplayStopped(Exception):
+    """The replay was stopped from outside (SIGTERM): the run is marked failed, not left "running"."""
+
+
 @dataclass
 class ReplaySummary:
     run_id: str
@@ -143,6 +147,8 @@ def replay(
     wait_timeout_s: float | None = None,
     check_every: int = 8,
     progress: Callable[[ReplaySummary], None] | None = None,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
 ) -> ReplaySummary:
     """Publish every sampled frame of ``path`` exactly once as camera ``camera_id``; returns the summary.
 
@@ -150,6 +156,8 @@ def replay(
     ``window``: most frames the workers may have outstanding (default: settings.replay_window, at most
     frames_maxlen // 2).
     Waiting longer than ``wait_timeout_s`` without progress raises ReplayError (summary attached).
+    ``max_frames`` / ``duration_s`` (of source time) end the run early, as "done": the way to replay a
+    live URL, which has no end of its own.
     """
     validate_camera_id(camera_id)
     if pace not in PACES:
@@ -212,10 +220,17 @@ def replay(
             summary.source_fps = round(src.average_fps or 0.0, 3)
             t_first: float | None = None
             wall_first = 0.0
+            t_start: float | None = None
             for df in src.frames():
                 summary.frames_decoded += 1
                 if summary.frames_decoded == 1:
                     summary.width, summary.height = df.width, df.height
+                if df.t is not None and t_start is None:
+                    t_start = df.t
+                if max_frames is not None and summary.frames_published >= max_frames:
+                    break
+                if duration_s is not None and df.t is not None and df.t - t_start >= duration_s:
+                    break
                 if pace == "realtime" and df.t is not None:
                     if t_first is None:
                         t_first, wall_first = df.t, time.monotonic()

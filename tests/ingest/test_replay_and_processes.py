@@ -201,3 +201,36 @@ def test_replay_failure_text_is_stored_redacted(r, keys, clip):
     info = {k.decode(): v.decode() for k, v in r.hgetall(keys.run_info("leak-1")).items()}
     assert info["status"] == "failed"
     assert "S3cretPW" not in str(info) and "rtsp://admin:***@10.0.0.9/live" in info["error"]
+
+
+def test_cli_replay_limits_and_live_urls_need_one(redis_settings, r, keys, clip):
+    from facestream.cli import main
+
+    env = {"FACESTREAM_REDIS__PREFIX": redis_settings.prefix, "FACESTREAM_REDIS__URL": redis_settings.url}
+    res = CliRunner().invoke(main, ["replay", str(clip.path), "--camera", "cam-m", "--fps", "5", "--detect-size",
+                                    "160", "--run-id", "lim-1", "--max-frames", "7", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["frames_published"] == "7" and summary["status"] == "done"
+    res = CliRunner().invoke(main, ["replay", str(clip.path), "--camera", "cam-m", "--fps", "5", "--detect-size",
+                                    "160", "--run-id", "lim-2", "--duration", "2", "--json"], env=env)
+    assert json.loads(res.output.strip().splitlines()[-1])["frames_published"] == "10"  # 2 s at 5 fps
+    res = CliRunner().invoke(main, ["replay", "rtsp://127.0.0.1:1/x", "--camera", "cam-m"], env=env)
+    assert res.exit_code == 2 and "--duration" in res.output
+
+
+def test_sigterm_marks_a_replay_failed_not_running(redis_settings, r, keys, clip, tmp_path):
+    import sys
+
+    env = {**_env(redis_settings), "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "facestream.cli", "replay", str(clip.path), "--camera", "cam-t",
+                          "--pace", "realtime", "--run-id", "term-1"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    wait_for(lambda: r.hget(keys.run_info("term-1"), "status") == b"running", timeout=30, what="replay running")
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=20)[0].decode()
+    assert p.returncode == 143, out
+    info = r.hgetall(keys.run_info("term-1"))
+    assert info[b"status"] == b"failed" and b"SIGTERM" in info[b"error"]
+    assert int(info[b"ended_ns"]) > 0
