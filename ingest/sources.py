@@ -119,11 +119,25 @@ _NOT_FOUND_TEXT = ("404", "not found", "no such file", "454 session not found")
 _TIMEOUT_TEXT = ("timed out", "timeout", "etimedout")
 
 
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def _error_words(exc: BaseException) -> str:
+    """The error's own words, without the URL or file name it quotes: a path such as
+    ``/Streaming/Channels/401`` or a port such as 8404 must never read as an HTTP status."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    name = getattr(exc, "filename", None)
+    if name:
+        text = text.replace(str(name), "")
+    return _URL_RE.sub("", text)
+
+
 def classify_error(exc: BaseException) -> ErrorReason:
-    """Map an exception from PyAV/FFmpeg (or the OS) to an ErrorReason."""
+    """Map an exception from PyAV/FFmpeg (or the OS) to an ErrorReason: by type and error code first;
+    the words only for FFmpeg replies that come as text (never the URL, see _error_words)."""
     if isinstance(exc, IngestError):
         return exc.reason
-    text = str(exc).lower()
+    text = _error_words(exc).lower()
     if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError, PermissionError)):
         return ErrorReason.auth
     if isinstance(exc, (av.error.HTTPNotFoundError, FileNotFoundError, IsADirectoryError,
@@ -148,11 +162,25 @@ def classify_error(exc: BaseException) -> ErrorReason:
     return ErrorReason.invalid
 
 
+# What an FFmpeg/OS error code means for a camera, in words (status and logs show these).
+_WORDS = {
+    errno.EIO: "input/output error: the host does not answer (unknown or unreachable host?)",
+    errno.ECONNREFUSED: "connection refused: nothing listens on that port",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ECONNRESET: "the camera closed the connection",
+    errno.ETIMEDOUT: "timed out connecting",
+}
+
+
 def describe_error(exc: BaseException) -> str:
-    """Short redacted text for status/logs."""
+    """Short redacted text for status/logs: what happened in words, then the exception type."""
     if isinstance(exc, IngestError):
         return exc.detail or exc.reason.value
-    return redact_text(f"{type(exc).__name__}: {exc}")[:300]
+    if isinstance(exc, av.error.ExitError):  # our interrupt callback ended a blocking read
+        return "stalled: no data from the source within the read timeout (ExitError)"
+    words = _WORDS.get(getattr(exc, "errno", None) or -1) or _error_words(exc).strip(" :'") or str(exc)
+    return redact_text(f"{words} ({type(exc).__name__})")[:300]
 
 
 # -- decoded frames --------------------------------------------------------------------------------

@@ -129,6 +129,22 @@ def test_classify_error_text():
     assert classify_error(IngestError(ErrorReason.ended)) is ErrorReason.ended
 
 
+def test_the_url_never_decides_the_error_reason():
+    import av.error
+
+    from ingest.sources import describe_error
+
+    url = "rtsp://admin:pw@cam:8404/Streaming/Channels/401"  # a Hikvision channel path, port 8404
+    refused = av.error.ConnectionRefusedError(111, "Connection refused", url)
+    assert classify_error(refused) is ErrorReason.connection
+    assert classify_error(OSError(5, "Input/output error", url)) is ErrorReason.connection
+    text = describe_error(refused)
+    assert "nothing listens" in text and "pw" not in text
+    assert "does not answer" in describe_error(OSError(5, "Input/output error", url))
+    stall = describe_error(av.error.ExitError(1414092869, "Immediate exit requested", url))
+    assert "stalled" in stall and "1414092869" not in stall
+
+
 def test_backoff_delay():
     import random
 
