@@ -63,6 +63,20 @@ def histogram(
     return _get_or_create(Histogram, name, doc, labels, buckets=tuple(buckets))
 
 
+def remove_series(metric, label: str, value: str) -> int:
+    """Remove every child of ``metric`` whose ``label`` is ``value`` (whatever its other labels):
+    a camera that goes away must not leave series behind. Returns how many were removed."""
+    names = list(metric._labelnames)  # prometheus_client keeps children keyed by label-value tuples
+    if label not in names:
+        return 0
+    i = names.index(label)
+    with metric._lock:
+        gone = [k for k in metric._metrics if k[i] == value]
+    for k in gone:
+        metric.remove(*k)
+    return len(gone)
+
+
 def render() -> tuple[bytes, str]:
     """(body, content type) of the /metrics page."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -149,6 +149,10 @@ class IngestSettings(_Section):
     replay_wait_timeout_s: float = Field(
         600.0, gt=0, le=86_400, description="a replay fails when the workers make no progress for this long"
     )
+    run_ttl_s: int = Field(
+        7 * 86_400, ge=60, le=365 * 86_400,
+        description="a replay run's summary hash and events stream expire this long after their last write",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> IngestSettings:
@@ -167,6 +171,10 @@ class WorkerSettings(_Section):
     )
     max_deliveries: int = Field(
         3, ge=1, le=100, description="dead-letter an entry after this many deliveries"
+    )
+    camera_forget_s: int = Field(
+        600, ge=1, le=30 * 86_400,
+        description="per-camera metric series of a camera not seen for this long are removed (bounded memory)",
     )
     dead_after_ms: int = Field(
         1_000, ge=200, le=600_000,

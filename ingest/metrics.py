@@ -7,8 +7,6 @@ current state (``facestream_ingest_camera_state{camera,state}`` is 1 for the cur
 
 from __future__ import annotations
 
-import contextlib
-
 from core import metrics
 from core.schema import CameraState
 
@@ -33,12 +31,12 @@ def set_state(camera: str, state: CameraState) -> None:
         CAMERA_STATE.labels(camera=camera, state=s.value).set(1 if s is state else 0)
 
 
+PER_CAMERA = (FRAMES_DECODED, FRAMES_SAMPLED, FRAMES_PUBLISHED, FRAMES_DROPPED, RECONNECTS, STALLS, ERRORS,
+              DECODED_FPS, PUBLISHED_FPS, LAST_FRAME_AGE, CAMERA_STATE)
+
+
 def forget_camera(camera: str) -> None:
-    """Remove a camera's labelled series (camera removed or handed to another process)."""
-    for m in (FRAMES_DECODED, FRAMES_SAMPLED, FRAMES_PUBLISHED, RECONNECTS, STALLS, DECODED_FPS,
-              PUBLISHED_FPS, LAST_FRAME_AGE):
-        with contextlib.suppress(KeyError):
-            m.remove(camera)
-    for s in CameraState:
-        with contextlib.suppress(KeyError):
-            CAMERA_STATE.remove(camera, s.value)
+    """Remove all of a camera's series, every family and label combination (camera removed or handed
+    to another process)."""
+    for m in PER_CAMERA:
+        metrics.remove_series(m, "camera", camera)

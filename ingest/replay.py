@@ -265,7 +265,10 @@ def replay(
     finally:
         summary.ended_ns = time.time_ns()
         try:
-            redis.hset(info_key, mapping=summary.to_hash())
+            pipe = redis.pipeline(transaction=False)
+            pipe.hset(info_key, mapping=summary.to_hash())
+            pipe.expire(info_key, int(getattr(settings, "run_ttl_s", 7 * 86_400)))  # bounded by construction
+            pipe.execute()
         except Exception as exc:  # pragma: no cover
             log.warning("could not write the run summary: %s", exc)
     return summary

@@ -105,6 +105,7 @@ class Worker:
         self._health_redis = None
         self.ready = threading.Event()
         self._stopped = False
+        self.camera_seen: dict[str, float] = {}  # camera -> last event (monotonic): metric series cleanup
 
     # -- setup ------------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -122,6 +123,7 @@ class Worker:
         self.publisher = EventPublisher(
             self.r, self.keys, self.consumer.group, self.worker_id,
             events_maxlen=self.ws.events_maxlen, guard_ttl_ms=self.ws.event_guard_ttl_ms,
+            run_ttl_ms=self.settings.ingest.run_ttl_s * 1000,
         )
         self.batcher = Batcher(self.consumer.read, self.ws.max_batch, self.ws.max_wait_ms, self.idle_block_ms)
         if self.ws.http_port:
@@ -269,7 +271,18 @@ class Worker:
             self.health_server.stop()
         log.info("worker stopped", extra={"worker": self.worker_id, **self.stats})
 
+    def forget_idle_cameras(self, now: float | None = None) -> list[str]:
+        """Remove the per-camera series of cameras without an event for camera_forget_s."""
+        now = time.monotonic() if now is None else now
+        gone = [c for c, t in self.camera_seen.items() if now - t > self.ws.camera_forget_s]
+        for cam in gone:
+            del self.camera_seen[cam]
+            for m in (health.EVENTS, health.FACES, health.LATENCY, metrics.FRAMES_DROPPED):
+                metrics.remove_series(m, "camera", cam)
+        return gone
+
     def _heartbeat(self) -> None:
+        self.forget_idle_cameras()
         lag, pending = self.consumer.lag()
         health.LAG.set(lag)
         health.PENDING.set(pending)
@@ -355,6 +368,7 @@ class Worker:
                 published += 1
                 self.stats["events"] += 1
                 self.stats["faces"] += len(ev.detections)
+                self.camera_seen[ev.camera_id] = time.monotonic()
                 health.EVENTS.labels(camera=ev.camera_id).inc()
                 health.FACES.labels(camera=ev.camera_id).inc(len(ev.detections))
                 health.LATENCY.labels(camera=ev.camera_id).observe(ev.timings_ms.total / 1000)

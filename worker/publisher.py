@@ -47,6 +47,7 @@ end
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '*', 'event', ARGV[3])
 if KEYS[4] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[8], '*', 'event', ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])  -- a run's events outlive it by run_ttl, then go
 end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
@@ -70,6 +71,7 @@ class EventPublisher:
         events_maxlen: int,
         guard_ttl_ms: int,
         run_events_maxlen: int | None = None,
+        run_ttl_ms: int = 7 * 86_400_000,
     ):
         self.r = r
         self.keys = keys
@@ -78,6 +80,7 @@ class EventPublisher:
         self.events_maxlen = int(events_maxlen)
         self.guard_ttl_ms = int(guard_ttl_ms)
         self.run_events_maxlen = int(run_events_maxlen or events_maxlen)
+        self.run_ttl_ms = int(run_ttl_ms)
         self._script = r.register_script(_PUBLISH_LUA)
 
     def publish(self, items: Sequence[tuple[Any, DetectionEvent]], ack_only: Sequence[Any] = ()) -> list[Outcome]:
@@ -107,6 +110,7 @@ class EventPublisher:
                     self.guard_ttl_ms,
                     self.worker_id,
                     self.run_events_maxlen,
+                    self.run_ttl_ms,
                 ],
                 client=pipe,
             )

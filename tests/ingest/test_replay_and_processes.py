@@ -212,6 +212,7 @@ def test_cli_replay_limits_and_live_urls_need_one(redis_settings, r, keys, clip)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["frames_published"] == "7" and summary["status"] == "done"
+    assert 0 < r.ttl(keys.run_info("lim-1")) <= 7 * 86_400  # run summaries expire (bounded memory)
     res = CliRunner().invoke(main, ["replay", str(clip.path), "--camera", "cam-m", "--fps", "5", "--detect-size",
                                     "160", "--run-id", "lim-2", "--duration", "2", "--json"], env=env)
     assert json.loads(res.output.strip().splitlines()[-1])["frames_published"] == "10"  # 2 s at 5 fps

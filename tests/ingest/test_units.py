@@ -203,3 +203,17 @@ def test_frame_seqs_never_repeat_across_a_redis_restart(private_redis):
         assert private_redis.client().get(keys.camera_seq("cam")) is None
     assert len(set(seen)) == len(seen) == 20
     assert seen == sorted(seen)  # and they keep increasing
+
+
+def test_forget_camera_removes_every_series_of_the_camera():
+    from core import metrics as core_metrics
+    from ingest import metrics as m
+
+    m.ERRORS.labels(camera="c-forget", reason="auth").inc()
+    m.FRAMES_DROPPED.labels(camera="c-forget", reason="stale").inc()
+    m.FRAMES_DECODED.labels(camera="c-forget").inc()
+    m.set_state("c-forget", m.CameraState.online)
+    m.FRAMES_DECODED.labels(camera="c-other").inc()
+    m.forget_camera("c-forget")
+    page = core_metrics.render()[0].decode()
+    assert 'camera="c-forget"' not in page and 'camera="c-other"' in page

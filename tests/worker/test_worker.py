@@ -246,3 +246,26 @@ def test_worker_survives_a_real_redis_restart_that_loses_everything(private_redi
     wait_for(lambda: r.xlen(k.events) == 2, timeout=20, what="events after the restart")
     assert [e.event_id for e in read_events(r, k.events)] == ["cam1:1", "cam1:2"]
     assert wt.thread.is_alive()  # redis-py's retry may hide the outage; the group was recreated (NOGROUP)
+
+
+def test_series_of_a_camera_that_went_away_are_removed(rconn, keys, start_worker):
+    from core import metrics as core_metrics
+
+    wt = start_worker()
+    publish_frame(rconn, keys, "gone-cam", 0)
+    publish_frame(rconn, keys, "kept-cam", 0)
+    wait_for(lambda: rconn.xlen(keys.events) >= 2, what="events")
+    assert 'camera="gone-cam"' in core_metrics.render()[0].decode()
+    wt.worker.camera_seen["kept-cam"] += 10_000  # seen "later" than the cut-off below
+    gone = wt.worker.forget_idle_cameras(now=time.monotonic() + wt.worker.ws.camera_forget_s + 1)
+    assert gone == ["gone-cam"]
+    page = core_metrics.render()[0].decode()
+    assert 'camera="gone-cam"' not in page and 'camera="kept-cam"' in page
+
+
+def test_replay_run_events_expire(rconn, keys, start_worker):
+    wt = start_worker()
+    publish_frame(rconn, keys, "cam-r", 0, run_id="ttl-run")
+    wait_for(lambda: rconn.xlen(keys.run_events("ttl-run")) >= 1, what="run event")
+    ttl = rconn.pttl(keys.run_events("ttl-run"))
+    assert 0 < ttl <= wt.worker.settings.ingest.run_ttl_s * 1000
