@@ -48,8 +48,8 @@ def labels_for(clip: Path, env: dict) -> Path:
     out = ROOT / "work-data/gate" / f"{clip.stem}.jsonl"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        fs("label", *sum((["--teacher", str(t)] for t in TEACHERS), []), "--video", str(clip), "--out", str(out),
-           "--no-progress", env=env)
+        teachers = [arg for t in TEACHERS for arg in ("--teacher", str(t))]
+        fs("label", *teachers, "--video", str(clip), "--out", str(out), "--no-progress", env=env)
     return out
 
 
