@@ -35,6 +35,7 @@ class DropReason:
     queue_full = "queue_full"  # a newer frame of the same camera replaced it before Redis took it
     stale = "stale"  # older than max_frame_age_ms when its turn came
     redis_error = "redis_error"  # the publish round trip failed
+    lease_lost = "lease_lost"  # fenced: the camera's lease no longer holds this process's token
 
 
 class CameraStats:
@@ -94,6 +95,7 @@ class OutFrame:
     source: Source = field(default_factory=Source)
     seq: int | None = None  # replays set it; live frames get one from the camera's counter
     stats: CameraStats | None = None
+    lease: tuple[str, str] | None = None  # (lease key, owner token): published only while Redis says so
 
 
 # KEYS[1] seq counter; ARGV[1] block; ARGV[2] floor (wall clock, us). Returns the block's last seq.
@@ -107,6 +109,18 @@ if v - block < floor then
   redis.call('SET', KEYS[1], string.format('%d', v))
 end
 return v
+"""
+
+
+# Fencing: a live frame is written only while its camera's lease holds this process's token, checked
+# by Redis in the same script as the writes -- two ingest processes never publish one camera at once,
+# whatever a slow Redis or a paused process did to their local view of the lease.
+# KEYS: lease, payload key, frames stream. ARGV: owner, payload, px, maxlen, then field/value pairs.
+_FENCED_PUBLISH_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], '*', unpack(ARGV, 5))
+return 1
 """
 
 
@@ -165,15 +179,28 @@ class Publisher:
             refs.append(self.frame_ref(f, seq))
         pipe = self.r.pipeline(transaction=False)
         for f, ref in zip(frames, refs, strict=True):
-            pipe.set(ref.key, f.encoded.data, px=self.payload_ttl_ms)
-            xadd_bounded(pipe, self.keys.frames, ref.to_fields(), self.maxlen)
+            if f.lease is None:  # replays: no lease, nothing to fence
+                pipe.set(ref.key, f.encoded.data, px=self.payload_ttl_ms)
+                xadd_bounded(pipe, self.keys.frames, ref.to_fields(), self.maxlen)
+            else:
+                flat = [x for kv in ref.to_fields().items() for x in kv]
+                pipe.eval(_FENCED_PUBLISH_LUA, 3, f.lease[0], ref.key, self.keys.frames, f.lease[1],
+                          f.encoded.data, self.payload_ttl_ms, self.maxlen, *flat)
         t0 = time.perf_counter()
-        pipe.execute()
+        res = pipe.execute()
         m.PUBLISH_SECONDS.observe(time.perf_counter() - t0)
-        for f in frames:
+        out, i = [], 0
+        for f, ref in zip(frames, refs, strict=True):
+            ok = True
+            if f.lease is None:
+                i += 2
+            else:
+                ok, i = bool(res[i]), i + 1
             if f.stats is not None:
-                f.stats.on_published()
-        return refs
+                f.stats.on_published() if ok else f.stats.drop(DropReason.lease_lost)
+            if ok:
+                out.append(ref)
+        return out
 
 
 class LivePublisher(threading.Thread):

@@ -56,13 +56,14 @@ class CameraReader(threading.Thread):
 
     def __init__(self, camera: Camera, settings: Any, sink: Callable[[OutFrame], None],
                  on_status: Callable[[CameraStatus], None] | None = None, owner: str = "",
-                 source_options: SourceOptions | None = None):
+                 source_options: SourceOptions | None = None, lease_key: str | None = None):
         super().__init__(name=f"reader-{camera.id}", daemon=True)
         self.camera = camera
         self.settings = settings  # IngestSettings
         self.sink = sink
         self.on_status = on_status
         self.owner = owner
+        self.lease = (lease_key, owner) if lease_key else None  # fences every frame it publishes
         self.stats = CameraStats(camera.id)
         self.encoder = Encoder(camera.detect_size, camera.codec, camera.jpeg_quality)
         self.sampler = PtsSampler(camera.fps)
@@ -198,7 +199,7 @@ class CameraReader(threading.Thread):
                             camera_id=cam.id, encoded=enc, width=df.width, height=df.height, pts=df.pts,
                             time_base=str(df.time_base) if df.time_base is not None else None,
                             capture_ns=df.capture_ns, decode_ms=df.decode_ms, source=Source(kind="live"),
-                            stats=st,
+                            stats=st, lease=self.lease,
                         ))
                     if self.live:  # frames() raises at the end of a live stream; defensive
                         return ErrorReason.ended, "stream ended"

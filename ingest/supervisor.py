@@ -279,7 +279,8 @@ class Supervisor:
         return any(o.camera.id == cam_id for o in self.stopping)
 
     def _new_reader(self, cam: Camera) -> CameraReader:
-        return CameraReader(cam, self.settings, self.live.submit, on_status=self._on_status, owner=self.owner)
+        return CameraReader(cam, self.settings, self.live.submit, on_status=self._on_status, owner=self.owner,
+                            lease_key=self.keys.camera_lease(cam.id))
 
     def _on_status(self, st: CameraStatus) -> None:
         if st.camera_id in self.cameras:

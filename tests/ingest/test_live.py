@@ -197,3 +197,29 @@ def test_registry_changes_reach_running_ingest(r, keys, rtsp_server):
         wait_for(lambda: r.get(keys.camera_lease("late")) is None, 3, what="lease released")
         time.sleep(0.5)
         assert reg.status("late") is None  # a removed camera does not come back as a status
+
+
+def test_live_frames_are_fenced_by_the_lease_token(r, keys):
+    """A process whose lease was taken over (paused past its TTL, slow Redis) publishes nothing more:
+    Redis checks the token in the same script as the writes (issue 11.5)."""
+    import numpy as np
+
+    from core.bus import Lease
+    from ingest.encoder import Encoder
+    from ingest.publisher import CameraStats, DropReason, OutFrame, Publisher
+
+    lease_key = keys.camera_lease("cam-f")
+    mine = Lease(r, lease_key, 5000, "owner-A")
+    assert mine.acquire()
+    pub = Publisher(r, keys, maxlen=100, payload_ttl_ms=5000)
+    enc = Encoder(160).encode_bgr(np.zeros((120, 160, 3), np.uint8))
+    stats = CameraStats("cam-f")
+
+    def frame():
+        return OutFrame(camera_id="cam-f", encoded=enc, width=160, height=120, pts=0, time_base="1/90000",
+                        capture_ns=0, stats=stats, lease=(lease_key, "owner-A"))
+
+    assert len(pub.publish([frame()])) == 1 and r.xlen(keys.frames) == 1
+    r.set(lease_key, "owner-B", px=5000)  # A's lease expired and B took the camera
+    assert pub.publish([frame(), frame()]) == []
+    assert r.xlen(keys.frames) == 1 and stats.drops == {DropReason.lease_lost: 2}
