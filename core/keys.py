@@ -46,8 +46,18 @@ class Keys:
 
     @property
     def frames(self) -> str:
-        """STREAM of FrameRef entries, read by workers through a consumer group."""
+        """STREAM of live FrameRef entries, read by workers through a consumer group."""
         return f"{self.prefix}:frames"
+
+    @property
+    def frames_replay(self) -> str:
+        """STREAM of replay FrameRef entries: its own stream, so a replay never delays live frames (workers
+        read live first) and live trimming never removes an unread replay frame."""
+        return f"{self.prefix}:frames:replay"
+
+    def frames_stream(self, source_kind: str) -> str:
+        """The frames stream of a frame whose ``source.kind`` is ``live`` or ``replay``."""
+        return self.frames_replay if source_kind == "replay" else self.frames
 
     @property
     def frames_dead(self) -> str:

@@ -179,12 +179,13 @@ class Publisher:
             refs.append(self.frame_ref(f, seq))
         pipe = self.r.pipeline(transaction=False)
         for f, ref in zip(frames, refs, strict=True):
+            stream = self.keys.frames_stream(f.source.kind)
             if f.lease is None:  # replays: no lease, nothing to fence
                 pipe.set(ref.key, f.encoded.data, px=self.payload_ttl_ms)
-                xadd_bounded(pipe, self.keys.frames, ref.to_fields(), self.maxlen)
+                xadd_bounded(pipe, stream, ref.to_fields(), self.maxlen)
             else:
                 flat = [x for kv in ref.to_fields().items() for x in kv]
-                pipe.eval(_FENCED_PUBLISH_LUA, 3, f.lease[0], ref.key, self.keys.frames, f.lease[1],
+                pipe.eval(_FENCED_PUBLISH_LUA, 3, f.lease[0], ref.key, stream, f.lease[1],
                           f.encoded.data, self.payload_ttl_ms, self.maxlen, *flat)
         t0 = time.perf_counter()
         res = pipe.execute()

@@ -186,7 +186,7 @@ def replay(
     source = Source(kind="replay", run_id=run_id)
     opts = SourceOptions(open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.read_timeout_s,
                          thread_type=getattr(settings, "decode_thread_type", "SLICE"))
-    ensure_group(redis, keys.frames, group, start_id="$")
+    ensure_group(redis, keys.frames_replay, group, start_id="$")
 
     seq = 0
     outstanding = 0  # our frames published since the last backlog check (upper bound on growth)
@@ -198,9 +198,9 @@ def replay(
         last_seen = None
         last_progress = t0
         while True:
-            b = group_backlog(redis, keys.frames, group, limit=window + 1)
+            b = group_backlog(redis, keys.frames_replay, group, limit=window + 1)
             if b is None:  # group deleted under us (a reset): recreate, keep going
-                ensure_group(redis, keys.frames, group, start_id="$")
+                ensure_group(redis, keys.frames_replay, group, start_id="$")
                 b = 0
             backlog, outstanding = b, 0
             if b + check_every <= window:

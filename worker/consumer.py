@@ -1,10 +1,16 @@
-"""The worker's side of the frames stream consumer group (``detectors``).
+"""The worker's side of the frames streams' consumer group (``detectors``): live and replay.
 
-- ``read(count, block_ms)``: new entries (``XREADGROUP >``).
+Live frames and replay frames have a stream each (``keys.frames``, ``keys.frames_replay``) under the same
+group name. Every read takes live entries first and fills the rest of the batch from the replay
+stream, so a replay (hundreds of frames queued by design) never makes a live frame wait, and the live
+stream's MAXLEN trim never touches an unread replay frame.
+
+- ``read(count, block_ms)``: new entries (``XREADGROUP >``), live first; blocks on both when idle.
 - ``recover_own()``: entries already delivered to this consumer name and never acked (a worker
   restarted under the same id, or a batch interrupted by a Redis error): ``XREADGROUP 0``.
-- ``reclaim()``: ``XAUTOCLAIM`` entries idle longer than ``claim_idle_ms`` (a dead or stuck
-  worker's), dead-lettering those delivered more than ``max_deliveries`` times.
+- ``reclaim()``: ``XAUTOCLAIM`` entries idle longer than ``claim_idle_ms`` (a stuck worker's),
+  dead-lettering those delivered more than ``max_deliveries`` times.
+- ``take_over_dead()``: the pending entries of workers whose liveness key expired (SIGKILL), at once.
 - ``dead_letter(entry, reason)``: copy to ``frames:dead`` with the reason and ack (one MULTI).
 
 Redis restarts: a server that comes back empty has no group; every call that meets ``NOGROUP``
@@ -49,21 +55,24 @@ class FrameConsumer:
     ):
         self.r = r
         self.keys = keys
-        self.stream = keys.frames
+        self.streams = (keys.frames, keys.frames_replay)  # read in this order: live first
         self.group = group or keys.worker_group
         self.consumer = consumer
         self.claim_idle_ms = int(claim_idle_ms)
         self.max_deliveries = int(max_deliveries)
         self.dead_maxlen = dead_maxlen
-        self._claim_cursor: Any = "0-0"
+        self._claim_cursor: dict[str, Any] = dict.fromkeys(self.streams, "0-0")
+        self._surplus: list[bus.Entry] = []  # a blocking read of both streams can return more than asked
         self.dead_lettered = 0
         self.reclaimed = 0
 
     # -- group ------------------------------------------------------------------------------------
     def ensure_group(self) -> bool:
-        created = bus.ensure_group(self.r, self.stream, self.group, start_id="0")
-        if created:
-            log.info("created consumer group", extra={"stream": self.stream, "group": self.group})
+        created = False
+        for stream in self.streams:
+            if bus.ensure_group(self.r, stream, self.group, start_id="0"):
+                created = True
+                log.info("created consumer group", extra={"stream": stream, "group": self.group})
         return created
 
     def _call(self, fn, *args, **kw):
@@ -77,50 +86,67 @@ class FrameConsumer:
 
     # -- reads ------------------------------------------------------------------------------------
     def read(self, count: int, block_ms: int | None) -> list[bus.Entry]:
-        if block_ms is not None and block_ms <= 0:
-            block_ms = None  # BLOCK 0 would wait forever
-        return self._call(bus.read_group, self.r, self.stream, self.group, self.consumer, count, block_ms)
+        """Up to ``count`` new entries, live before replay; waits ``block_ms`` on both when there are none."""
+        got, self._surplus = self._surplus[:count], self._surplus[count:]
+        for stream in self.streams:
+            if len(got) < count:
+                got += self._call(bus.read_group, self.r, stream, self.group, self.consumer, count - len(got), None)
+        if got or block_ms is None or block_ms <= 0:  # BLOCK 0 would wait forever
+            return got
+        got = self._call(bus.read_group, self.r, list(self.streams), self.group, self.consumer, count, block_ms)
+        got.sort(key=lambda e: self.streams.index(_s(e.stream)))
+        got, self._surplus = got[:count], got[count:]
+        return got
 
     def recover_own(self, count: int) -> list[bus.Entry]:
-        """Pending entries of this consumer (history read; counts as a delivery)."""
-        resp = self._call(self.r.xreadgroup, self.group, self.consumer, {self.stream: "0"}, count=count)
+        """Pending entries of this consumer (history read; counts as a delivery), live first."""
         entries: list[bus.Entry] = []
-        gone = []
-        for _stream, items in resp or []:
-            for eid, fields in items:
-                if not fields:  # trimmed from the stream while pending: nothing left to process
-                    gone.append(eid)
-                else:
-                    entries.append(bus.Entry(self.stream, eid, fields))
-        if gone:
-            bus.ack(self.r, self.stream, self.group, *gone)
-        if entries:
-            counts = bus.pending_deliveries(self.r, self.stream, self.group, [e.id for e in entries])
-            for e in entries:
-                e.deliveries = counts.get(e.id, e.deliveries)
+        for stream in self.streams:
+            resp = self._call(self.r.xreadgroup, self.group, self.consumer, {stream: "0"}, count=count)
+            gone = []
+            mine = []
+            for _stream, items in resp or []:
+                for eid, fields in items:
+                    if not fields:  # trimmed from the stream while pending: nothing left to process
+                        gone.append(eid)
+                    else:
+                        mine.append(bus.Entry(stream, eid, fields))
+            if gone:
+                bus.ack(self.r, stream, self.group, *gone)
+            if mine:
+                counts = bus.pending_deliveries(self.r, stream, self.group, [e.id for e in mine])
+                for e in mine:
+                    e.deliveries = counts.get(e.id, e.deliveries)
+            entries += mine
         return self._screen(entries)
 
     def reclaim(self, count: int) -> list[bus.Entry]:
-        """Claim entries idle > claim_idle_ms (one XAUTOCLAIM page); dead-letter over-delivered ones."""
-        res = self._call(
-            bus.autoclaim, self.r, self.stream, self.group, self.consumer, self.claim_idle_ms,
-            count=count, start_id=self._claim_cursor,
-        )
-        self._claim_cursor = res.next_id or "0-0"
-        if res.entries:
-            self.reclaimed += len(res.entries)
-            RECLAIMED.inc(len(res.entries))
-            log.info(
-                "reclaimed idle frames",
-                extra={"count": len(res.entries), "ids": [_s(e.id) for e in res.entries[:5]]},
+        """Claim entries idle > claim_idle_ms (one XAUTOCLAIM page a stream); dead-letter over-delivered ones."""
+        out: list[bus.Entry] = []
+        for stream in self.streams:
+            res = self._call(
+                bus.autoclaim, self.r, stream, self.group, self.consumer, self.claim_idle_ms,
+                count=count, start_id=self._claim_cursor[stream],
             )
-        return self._screen(res.entries)
+            self._claim_cursor[stream] = res.next_id or "0-0"
+            out += res.entries
+        if out:
+            self.reclaimed += len(out)
+            RECLAIMED.inc(len(out))
+            log.info("reclaimed idle frames", extra={"count": len(out), "ids": [_s(e.id) for e in out[:5]]})
+        return self._screen(out)
 
     def take_over_dead(self, count: int, alive_key) -> list[bus.Entry]:
         """Claim the pending entries of consumers whose liveness key (``alive_key(name)``) is gone: a
         SIGKILLed worker's live frames go on within the staleness budget, not after claim_idle_ms."""
+        out: list[bus.Entry] = []
+        for stream in self.streams:
+            out += self._take_over_dead(stream, count, alive_key)
+        return self._screen(out)
+
+    def _take_over_dead(self, stream: str, count: int, alive_key) -> list[bus.Entry]:
         try:
-            rows = self.r.xinfo_consumers(self.stream, self.group)
+            rows = self.r.xinfo_consumers(stream, self.group)
         except ResponseError:
             return []
         cands = [_s(c.get("name")) for c in rows
@@ -134,20 +160,21 @@ class FrameConsumer:
         dead = [n for n, alive in zip(cands, pipe.execute(), strict=True) if not alive]
         out: list[bus.Entry] = []
         for name in dead:
-            pend = self.r.xpending_range(self.stream, self.group, min="-", max="+", count=count, consumername=name)
+            pend = self.r.xpending_range(stream, self.group, min="-", max="+", count=count, consumername=name)
             if not pend:
                 continue
             times = {p["message_id"]: int(p["times_delivered"]) for p in pend}
-            claimed = self.r.xclaim(self.stream, self.group, self.consumer, 0, list(times))
+            claimed = self.r.xclaim(stream, self.group, self.consumer, 0, list(times))
             gone = [eid for eid, f in claimed if not f]
             if gone:  # trimmed while pending: nothing left to process
-                bus.ack(self.r, self.stream, self.group, *gone)
-            got = [bus.Entry(self.stream, eid, f, times.get(eid, 1) + 1) for eid, f in claimed if f]
+                bus.ack(self.r, stream, self.group, *gone)
+            got = [bus.Entry(stream, eid, f, times.get(eid, 1) + 1) for eid, f in claimed if f]
             self.reclaimed += len(got)
             RECLAIMED.inc(len(got))
-            log.warning("took over the frames of a dead worker", extra={"consumer": name, "count": len(got)})
+            log.warning("took over the frames of a dead worker",
+                        extra={"consumer": name, "count": len(got), "stream": stream})
             out += got
-        return self._screen(out)
+        return out
 
     def _screen(self, entries: list[bus.Entry]) -> list[bus.Entry]:
         live = []
@@ -159,12 +186,9 @@ class FrameConsumer:
         return live
 
     # -- acks / dead letters ----------------------------------------------------------------------
-    def ack(self, *ids: Any) -> int:
-        return bus.ack(self.r, self.stream, self.group, *ids)
-
     def dead_letter(self, entry: bus.Entry, reason: str) -> None:
         bus.dead_letter(
-            self.r, self.stream, self.group, entry, reason, self.keys.frames_dead, maxlen=self.dead_maxlen
+            self.r, _s(entry.stream), self.group, entry, reason, self.keys.frames_dead, maxlen=self.dead_maxlen
         )
         self.dead_lettered += 1
         DEAD_LETTERS.labels(reason=_reason_label(reason)).inc()
@@ -177,29 +201,33 @@ class FrameConsumer:
         """Delete consumers with nothing pending that have been idle longer than ``idle_ms`` (dead
         workers' names pile up otherwise). Safe: a live one is re-created by its next read."""
         n = 0
-        try:
-            rows = self.r.xinfo_consumers(self.stream, self.group)
-        except ResponseError:
-            return 0
-        for c in rows:
-            name = _s(c.get("name"))
-            if name != self.consumer and int(c.get("pending") or 0) == 0 and int(c.get("idle") or 0) > idle_ms:
-                self.r.xgroup_delconsumer(self.stream, self.group, name)
-                n += 1
+        for stream in self.streams:
+            try:
+                rows = self.r.xinfo_consumers(stream, self.group)
+            except ResponseError:
+                continue
+            for c in rows:
+                name = _s(c.get("name"))
+                if (name != self.consumer and int(c.get("pending") or 0) == 0
+                        and int(c.get("idle") or 0) > idle_ms):
+                    self.r.xgroup_delconsumer(stream, self.group, name)
+                    n += 1
         return n
 
     # -- lag --------------------------------------------------------------------------------------
     def lag(self) -> tuple[int, int]:
-        """(entries not yet delivered to the group, entries delivered but not acked)."""
-        try:
-            groups = self.r.xinfo_groups(self.stream)
-        except ResponseError:
-            return 0, 0
-        for g in groups:
-            name = g.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) == self.group:
-                return int(g.get("lag") or 0), int(g.get("pending") or 0)
-        return 0, 0
+        """(entries not yet delivered to the group, entries delivered but not acked), both streams."""
+        lag = pending = 0
+        for stream in self.streams:
+            try:
+                groups = self.r.xinfo_groups(stream)
+            except ResponseError:
+                continue
+            for g in groups:
+                if _s(g.get("name")) == self.group:
+                    lag += int(g.get("lag") or 0)
+                    pending += int(g.get("pending") or 0)
+        return lag, pending
 
 
 def _s(v: Any) -> str:

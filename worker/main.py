@@ -320,7 +320,7 @@ class Worker:
             live = w.ref.source.kind != "replay"
             if live and (picked_ns - w.ref.capture_ns) / 1e6 > self.max_age_ms:
                 self._drop(w, "stale", "stale_too_old")
-                stale_ids.append(w.entry.id)
+                stale_ids.append(w.entry)
             else:
                 fresh.append(w)
 
@@ -338,7 +338,7 @@ class Worker:
                                camera=w.ref.camera_id)
                 else:
                     self._drop(w, "expired_payload", "stale_expired")
-                    stale_ids.append(w.entry.id)
+                    stale_ids.append(w.entry)
                 continue
             self.pipeline.decode(w, payload)
             if w.error:

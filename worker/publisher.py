@@ -84,7 +84,8 @@ class EventPublisher:
         self._script = r.register_script(_PUBLISH_LUA)
 
     def publish(self, items: Sequence[tuple[Any, DetectionEvent]], ack_only: Sequence[Any] = ()) -> list[Outcome]:
-        """Publish ``(entry_id, event)`` pairs and XACK ``ack_only`` ids (stale frames), pipelined.
+        """Publish ``(entry_id, event)`` pairs and XACK ``ack_only`` entries (stale frames), pipelined.
+        Each entry is acked on its frames stream (live or replay, from the event's / entry's source).
 
         Raises redis errors as they come (nothing is acked for a script that did not run).
         """
@@ -96,7 +97,7 @@ class EventPublisher:
             js = ev.model_dump_json()
             self._script(
                 keys=[
-                    self.keys.frames,
+                    self.keys.frames_stream(ev.source.kind),
                     self.keys.events,
                     self.keys.event_guard(ev.event_id),
                     self.keys.run_events(run_id) if run_id else "",
@@ -114,8 +115,11 @@ class EventPublisher:
                 ],
                 client=pipe,
             )
-        if ack_only:
-            pipe.xack(self.keys.frames, self.group, *ack_only)
+        by_stream: dict[Any, list[Any]] = {}
+        for e in ack_only:
+            by_stream.setdefault(e.stream, []).append(e.id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
         res = pipe.execute()
         return [
             Outcome(ev.event_id, ev.camera_id, int(status))

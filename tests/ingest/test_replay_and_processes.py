@@ -24,15 +24,15 @@ from tests.services.clips import read_index
 def test_replay_publishes_every_frame_once_with_backpressure(r, keys, clip):
     s = fast_settings(frames_maxlen=20)
     group = keys.worker_group
-    ensure_group(r, keys.frames, group, start_id="$")
+    ensure_group(r, keys.frames_replay, group, start_id="$")
     got: list[FrameRef] = []
     payload_ok: list[bool] = []
     stop = threading.Event()
     peak_backlog = [0]
 
     def slow_worker():
-        while not stop.is_set() or r.xlen(keys.frames):
-            entries = read_group(r, keys.frames, group, "slow-1", count=1, block_ms=100)
+        while not stop.is_set() or r.xlen(keys.frames_replay):
+            entries = read_group(r, keys.frames_replay, group, "slow-1", count=1, block_ms=100)
             if not entries and stop.is_set():
                 break
             for e in entries:
@@ -43,10 +43,10 @@ def test_replay_publishes_every_frame_once_with_backpressure(r, keys, clip):
                     img = decode_payload(data, ref.codec, ref.payload_width, ref.payload_height)
                     assert read_index(img) == ref.seq  # payload is the frame the ref names
                 got.append(ref)
-                info = r.xinfo_groups(keys.frames)[0]
+                info = r.xinfo_groups(keys.frames_replay)[0]
                 peak_backlog[0] = max(peak_backlog[0], int(info["lag"] or 0) + int(info["pending"]))
                 time.sleep(0.01)
-                ack(r, keys.frames, group, e.id)
+                ack(r, keys.frames_replay, group, e.id)
 
     t = threading.Thread(target=slow_worker, daemon=True)
     t.start()
@@ -76,7 +76,7 @@ def test_replay_samples_by_pts_and_fails_cleanly(r, keys, clip, tmp_path):
     s = fast_settings()
     summary = replay(str(clip.path), "cam", redis=r, keys=keys, settings=s, fps=5, detect_size=160)
     assert summary.frames_published == 20  # 4 s at 5 fps
-    refs = [FrameRef.from_fields(f) for _, f in r.xrange(keys.frames)]
+    refs = [FrameRef.from_fields(f) for _, f in r.xrange(keys.frames_replay)]
     assert [f.seq for f in refs] == list(range(20))
     assert [f.pts for f in refs[:3]] == [clip.pts[0], clip.pts[5], clip.pts[10]]
     bad = tmp_path / "bad.mp4"
@@ -188,7 +188,7 @@ def test_cli_replay(redis_settings, r, keys, clip):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["frames_published"] == "20" and summary["status"] == "done"
-    assert r.xlen(keys.frames) == 20
+    assert r.xlen(keys.frames_replay) == 20 and not r.exists(keys.frames)
 
 
 def test_replay_failure_text_is_stored_redacted(r, keys, clip):

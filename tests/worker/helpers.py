@@ -64,7 +64,7 @@ def publish_frame(
     )
     pipe = r.pipeline(transaction=False)
     pipe.set(key, payload, px=ttl_ms)
-    pipe.xadd(keys.frames, ref.to_fields(), maxlen=maxlen, approximate=False)
+    pipe.xadd(keys.frames_stream(ref.source.kind), ref.to_fields(), maxlen=maxlen, approximate=False)
     pipe.execute()
     return ref
 
@@ -78,5 +78,12 @@ def read_events(r: Any, stream: str) -> list:
 
 
 def pending_count(r: Any, keys: Keys) -> int:
-    info = r.xpending(keys.frames, keys.worker_group)
-    return int(info["pending"])
+    """Entries delivered and not acked, live and replay streams together."""
+    n = 0
+    for stream in (keys.frames, keys.frames_replay):
+        if r.exists(stream):
+            try:
+                n += int(r.xpending(stream, keys.worker_group)["pending"])
+            except Exception:  # no group yet
+                pass
+    return n

@@ -269,3 +269,30 @@ def test_replay_run_events_expire(rconn, keys, start_worker):
     wait_for(lambda: rconn.xlen(keys.run_events("ttl-run")) >= 1, what="run event")
     ttl = rconn.pttl(keys.run_events("ttl-run"))
     assert 0 < ttl <= wt.worker.settings.ingest.run_ttl_s * 1000
+
+
+def test_a_live_frame_never_waits_behind_a_replay(rconn, keys, start_worker):
+    """Issue 11.2: 150 replay frames queued, then a live frame: it is served next, not 150th."""
+    for seq in range(150):
+        publish_frame(rconn, keys, "cam-rep", seq, run_id="big-run")
+    wt = start_worker()
+    wait_for(lambda: rconn.xlen(keys.run_events("big-run")) >= 8, what="replay being served")
+    publish_frame(rconn, keys, "cam-live", 0)
+    wait_for(lambda: rconn.xlen(keys.events) >= 9 and any(e.camera_id == "cam-live"
+                                                             for e in read_events(rconn, keys.events)),
+             timeout=30, what="the live event")
+    order = [e.camera_id for e in read_events(rconn, keys.events)]
+    live = next(e for e in read_events(rconn, keys.events) if e.camera_id == "cam-live")
+    assert live.timings_ms.total < 2000  # within the staleness budget: not dropped as stale
+    # served within a batch or two of its arrival, not after the ~140 replay frames queued before it
+    assert order.index("cam-live") < 60, order.index("cam-live")
+    wait_for(lambda: rconn.xlen(keys.run_events("big-run")) >= 150, timeout=60, what="replay finished")
+    wt.close()
+
+
+def test_live_trimming_never_touches_unread_replay_frames(rconn, keys):
+    for seq in range(5):
+        publish_frame(rconn, keys, "cam-rep", seq, run_id="r-trim")
+    for seq in range(50):
+        publish_frame(rconn, keys, "cam-live", seq, maxlen=10)  # the live stream's exact MAXLEN trim
+    assert rconn.xlen(keys.frames) == 10 and rconn.xlen(keys.frames_replay) == 5
