@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -79,11 +80,11 @@ def read_events(r: Any, stream: str) -> list:
 
 def pending_count(r: Any, keys: Keys) -> int:
     """Entries delivered and not acked, live and replay streams together."""
+    from redis.exceptions import ResponseError
+
     n = 0
     for stream in (keys.frames, keys.frames_replay):
         if r.exists(stream):
-            try:
+            with contextlib.suppress(ResponseError):  # no group on it yet
                 n += int(r.xpending(stream, keys.worker_group)["pending"])
-            except Exception:  # no group yet
-                pass
     return n
