@@ -190,7 +190,8 @@ def ensure_group(r: Any, stream: str, group: str, start_id: str = "0") -> bool:
         raise
 
 
-def _entries(resp: Any) -> list[Entry]:
+def entries_of(resp: Any) -> list[Entry]:
+    """Entries of an XREADGROUP / XREAD reply (RESP2 or RESP3)."""
     out: list[Entry] = []
     if not resp:
         return out
@@ -211,7 +212,7 @@ def read_group(
     """
     names = [streams] if isinstance(streams, str | bytes) else list(streams)
     resp = r.xreadgroup(group, consumer, {s: ">" for s in names}, count=count, block=block_ms)
-    return _entries(resp)
+    return entries_of(resp)
 
 
 def ack(r: Any, stream: str, group: str, *ids: Any) -> int:

@@ -86,16 +86,27 @@ class FrameConsumer:
 
     # -- reads ------------------------------------------------------------------------------------
     def read(self, count: int, block_ms: int | None) -> list[bus.Entry]:
-        """Up to ``count`` new entries, live before replay; waits ``block_ms`` on both when there are none."""
-        got, self._surplus = self._surplus[:count], self._surplus[count:]
-        for stream in self.streams:
-            if len(got) < count:
-                got += self._call(bus.read_group, self.r, stream, self.group, self.consumer, count - len(got), None)
-        if got or block_ms is None or block_ms <= 0:  # BLOCK 0 would wait forever
-            return got
-        got = self._call(bus.read_group, self.r, list(self.streams), self.group, self.consumer, count, block_ms)
-        got.sort(key=lambda e: self.streams.index(_s(e.stream)))
-        got, self._surplus = got[:count], got[count:]
+        """Up to ``count`` new entries, live before replay; waits ``block_ms`` on both when there are none.
+        One round trip when frames are waiting (both streams in one pipeline); replay entries read beyond
+        the batch wait in a small buffer (at most ``count``), behind the next live frames."""
+        want_replay = max(0, count - len(self._surplus))
+
+        def both():
+            pipe = self.r.pipeline(transaction=False)
+            pipe.xreadgroup(self.group, self.consumer, {self.streams[0]: ">"}, count=count)
+            if want_replay:
+                pipe.xreadgroup(self.group, self.consumer, {self.streams[1]: ">"}, count=want_replay)
+            return pipe.execute()
+
+        res = self._call(both)
+        live = bus.entries_of(res[0])
+        replay = bus.entries_of(res[1]) if want_replay else []
+        entries = live + self._surplus + replay
+        if not entries and block_ms is not None and block_ms > 0:  # BLOCK 0 would wait forever
+            entries = self._call(bus.read_group, self.r, list(self.streams), self.group, self.consumer, count,
+                                 block_ms)
+            entries.sort(key=lambda e: self.streams.index(_s(e.stream)))
+        got, self._surplus = entries[:count], entries[count:]
         return got
 
     def recover_own(self, count: int) -> list[bus.Entry]:
@@ -139,16 +150,16 @@ class FrameConsumer:
     def take_over_dead(self, count: int, alive_key) -> list[bus.Entry]:
         """Claim the pending entries of consumers whose liveness key (``alive_key(name)``) is gone: a
         SIGKILLed worker's live frames go on within the staleness budget, not after claim_idle_ms."""
-        out: list[bus.Entry] = []
+        pipe = self.r.pipeline(transaction=False)  # one round trip for both streams: this runs often
         for stream in self.streams:
-            out += self._take_over_dead(stream, count, alive_key)
+            pipe.xinfo_consumers(stream, self.group)
+        out: list[bus.Entry] = []
+        for stream, rows in zip(self.streams, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(rows, Exception):  # no stream or group yet
+                out += self._take_over_dead(stream, rows, count, alive_key)
         return self._screen(out)
 
-    def _take_over_dead(self, stream: str, count: int, alive_key) -> list[bus.Entry]:
-        try:
-            rows = self.r.xinfo_consumers(stream, self.group)
-        except ResponseError:
-            return []
+    def _take_over_dead(self, stream: str, rows: list, count: int, alive_key) -> list[bus.Entry]:
         cands = [_s(c.get("name")) for c in rows
                  if _s(c.get("name")) != self.consumer and int(c.get("pending") or 0) > 0
                  and int(c.get("idle") or 0) >= DEAD_MIN_IDLE_MS]

@@ -71,6 +71,7 @@ def test_rtsp_camera_to_events(tmp_path, wprefix, rconn, keys, random_weights, l
     assert 0.1 < float(np.median(np.diff(pts_s))) < 0.4
 
 
+@pytest.mark.chaos
 def test_redis_restart_ingest_and_worker_resume(tmp_path, wprefix, random_weights, detector, start_worker,
                                                 procs, clip640, rtsp_server_factory):
     # AOF on, so the restarted server still has the camera registry, the streams and the group

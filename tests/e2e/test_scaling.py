@@ -6,11 +6,14 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.e2e.procs import facestream, facestream_env
 from tests.services.clips import make_clip
 from tests.worker.helpers import pending_count, read_events, wait_for
 
 
+@pytest.mark.chaos
 def test_two_workers_one_killed_no_loss_no_duplicates(tmp_path, wprefix, rconn, keys, random_weights,
                                                       detector, procs):
     clip = make_clip(tmp_path / "clip.mp4", frames=150, fps=25, width=320, height=240)
@@ -57,6 +60,7 @@ def test_two_workers_one_killed_no_loss_no_duplicates(tmp_path, wprefix, rconn, 
     assert "worker stopped" in wb.output()
 
 
+@pytest.mark.chaos
 def test_a_killed_workers_live_frames_are_served_within_the_staleness_budget(tmp_path, wprefix, rconn, keys,
                                                                              random_weights, procs):
     """SIGKILL a worker holding live frames: a peer sees its liveness key expire and serves them

@@ -70,6 +70,7 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
     assert r.get(keys.camera_lease("door")) is None
 
 
+@pytest.mark.chaos
 def test_server_killed_and_restarted(r, keys, rtsp_server):
     srv = rtsp_server
     reg = Registry(r, keys)
@@ -97,6 +98,33 @@ def test_server_killed_and_restarted(r, keys, rtsp_server):
         st = reg.status("lobby")
     assert detected < s.read_timeout_s + 1.5
     assert st.reconnects >= 1
+
+
+@pytest.mark.chaos
+def test_server_frozen_then_thawed(r, keys, rtsp_server):
+    """SIGSTOP the RTSP server (a frozen camera): online -> stalled/backoff within the read timeout;
+    SIGCONT: back online by itself, frames resume."""
+    import signal
+
+    srv = rtsp_server
+    reg = Registry(r, keys)
+    reg.add("frozen", srv.url, fps=5, detect_size=160)
+    s = fast_settings(read_timeout_s=1.0, backoff_min_s=0.2, backoff_max_s=0.5)
+    with Supervisor(r, keys, s):
+        wait_for(lambda: state_of(reg, "frozen")[0] is CameraState.online, 10, what="online")
+        wait_for(lambda: frames(r, keys), 5, what="first frames")
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            wait_for(lambda: reg.status("frozen").state in (CameraState.stalled, CameraState.backoff,
+                                                             CameraState.connecting), 6, what="stalled")
+            detected = time.monotonic() - t0
+            last_seq = max(f.seq for f in frames(r, keys))
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: state_of(reg, "frozen")[0] is CameraState.online, 20, what="back online")
+        wait_for(lambda: max(f.seq for f in frames(r, keys)) > last_seq + 2, 10, what="frames resume")
+    assert detected < s.read_timeout_s + 1.5
 
 
 def test_hung_endpoint_times_out(r, keys, hung_endpoint):

@@ -111,6 +111,7 @@ def _holders(r, keys, cams):
 
 
 @pytest.mark.rtsp
+@pytest.mark.chaos
 def test_two_ingest_processes_split_and_take_over(r, keys, redis_settings, rtsp_server):
     reg = Registry(r, keys)
     cams = [f"cam{i}" for i in range(4)]
@@ -220,6 +221,7 @@ def test_cli_replay_limits_and_live_urls_need_one(redis_settings, r, keys, clip)
     assert res.exit_code == 2 and "--duration" in res.output
 
 
+@pytest.mark.chaos
 def test_sigterm_marks_a_replay_failed_not_running(redis_settings, r, keys, clip, tmp_path):
     import sys
 

@@ -187,6 +187,7 @@ def test_missing_corrupt_and_non_video_files(tmp_path):
     assert ei.value.reason is ErrorReason.codec
 
 
+@pytest.mark.chaos
 def test_frame_seqs_never_repeat_across_a_redis_restart(private_redis):
     """Event ids are camera:seq: a Redis that comes back empty must not hand out old seqs again."""
     from core.keys import Keys

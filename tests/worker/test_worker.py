@@ -224,6 +224,7 @@ def test_worker_recreates_the_group_when_redis_comes_back_empty(rconn, keys, sta
     assert wt.thread.is_alive()
 
 
+@pytest.mark.chaos
 def test_worker_survives_a_real_redis_restart_that_loses_everything(private_redis, wprefix, random_weights,
                                                                     start_worker):
     from core import bus
