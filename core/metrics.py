@@ -82,7 +82,7 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve(port: int, host: str = "0.0.0.0"):
+def serve(port: int, host: str = "127.0.0.1"):
     """Start prometheus_client's HTTP server for REGISTRY in a daemon thread; returns (server, thread)."""
     return _start_http_server(port, addr=host, registry=REGISTRY)
 

@@ -137,7 +137,9 @@ class IngestSettings(_Section):
     resync_s: float = Field(
         10.0, gt=0, le=3600, description="re-read the camera registry this often (besides pub/sub notices)"
     )
-    http_host: str = Field("0.0.0.0", description="bind address of the ingest /metrics endpoint")
+    http_host: str = Field(
+        "127.0.0.1", description="bind address of the ingest /metrics endpoint (containers set 0.0.0.0)"
+    )
     http_port: int = Field(9107, ge=0, le=65_535, description="port of the ingest /metrics endpoint (0: disabled)")
     decode_thread_type: Literal["SLICE", "FRAME", "AUTO", "NONE"] = Field(
         "SLICE", description="PyAV decoder threading (FRAME/AUTO add a frame of latency per thread)"
@@ -182,7 +184,9 @@ class WorkerSettings(_Section):
                     "take its pending frames at once, within the staleness budget",
     )
     events_maxlen: int = Field(100_000, ge=10, le=100_000_000, description="events stream length cap (exact)")
-    http_host: str = Field("0.0.0.0", description="bind address of /healthz and /metrics")
+    http_host: str = Field(
+        "127.0.0.1", description="bind address of /healthz and /metrics (loopback; containers set 0.0.0.0)"
+    )
     http_port: int = Field(9108, ge=0, le=65_535, description="port of /healthz and /metrics (0: disabled)")
     runtime: Literal["auto", "torch", "onnx", "tensorrt"] = Field(
         "auto", description="inference runtime (auto: tensorrt > onnx > torch)"

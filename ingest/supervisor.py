@@ -65,7 +65,7 @@ class Supervisor:
         self.owner = owner or (f"{ingest_id}:{make_owner_token()}" if ingest_id else make_owner_token())
         self.max_cameras = max_cameras if max_cameras is not None else int(getattr(settings, "max_cameras", 0))
         self.metrics_port = metrics_port if metrics_port is not None else int(getattr(settings, "http_port", 0))
-        self.metrics_host = metrics_host or getattr(settings, "http_host", "0.0.0.0")
+        self.metrics_host = metrics_host or settings.http_host
         self.resync_s = resync_s if resync_s is not None else float(getattr(settings, "resync_s", 10.0))
         self.registry = Registry(redis, keys)
         self.publisher = Publisher(redis, keys, maxlen=settings.frames_maxlen,

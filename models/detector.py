@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.schema import ModelInfo
+from models.cache import check_private, default_cache_dir
 from models.facedet.config import DetectorConfig
 from models.facedet.postprocess import Detections, PostprocessConfig, postprocess
 from models.facedet.preprocess import Letterbox, letterbox
@@ -156,19 +156,6 @@ def pick_runtime(runtime: str = "auto", device: str | None = None) -> str:
         return "torch"
 
 
-def default_cache_dir() -> Path:
-    """Where exported ONNX files and TensorRT engines are cached (first writable of ~/.cache, tmp)."""
-    for base in (Path.home() / ".cache", Path(tempfile.gettempdir())):
-        d = base / "facestream" / "models"
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            if os.access(d, os.W_OK):
-                return d
-        except OSError:
-            continue
-    raise ModelFileError("no writable cache directory for exported models (tried ~/.cache and the temp dir)")
-
-
 def onnx_for_weights(weights: Path, meta: WeightsMeta, cache_dir: Path | None = None) -> Path:
     """An ONNX export of exactly these weights: the sibling .onnx when its weights_sha256 matches,
     else a cached export (built once under a file lock)."""
@@ -186,11 +173,19 @@ def onnx_for_weights(weights: Path, meta: WeightsMeta, cache_dir: Path | None = 
             log.warning("ignoring %s: %s", sibling, exc)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    check_private(cache)
     target = cache / f"{meta.name}-{meta.sha256[:16]}.onnx"
     with FileLock(str(target) + ".lock"):
-        if not target.is_file():
-            log.info("exporting %s to %s", weights, target)
-            export_onnx(weights, target)
+        if target.is_file():
+            check_private(target)
+            try:  # trust a cached export only when it says it came from exactly these weights
+                if read_onnx_meta(target)[0].sha256 == meta.sha256:
+                    return target
+            except ModelFileError:
+                pass
+            log.warning("cached %s is not an export of %s; exporting afresh", target, weights)
+        log.info("exporting %s to %s", weights, target)
+        export_onnx(weights, target)
     return target
 
 

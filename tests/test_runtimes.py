@@ -307,3 +307,25 @@ def test_threshold_override_and_validation(files):
         load_detector("torch", files[0], threshold=1.5)
     with pytest.raises(ValueError, match="input_size"):
         load_detector("torch", files[0], input_size=300)
+
+
+def test_cached_onnx_export_must_come_from_the_same_weights(tmp_path):
+    """A file planted under the cached export's name is not trusted: re-exported from the weights."""
+    import torch
+
+    from models.detector import onnx_for_weights
+    from models.facedet.config import get_config
+    from models.facedet.export import read_onnx_meta
+    from models.facedet.network import build_model
+    from models.facedet.weights import read_meta, save_weights
+
+    torch.manual_seed(0)
+    w = save_weights(build_model(get_config("fsdet-s")), tmp_path / "w" / "a.safetensors", name="fsdet-s",
+                     version="t")
+    meta = read_meta(w)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    planted = cache / f"{meta.name}-{meta.sha256[:16]}.onnx"
+    planted.write_bytes(b"not the model")
+    got = onnx_for_weights(w, meta, cache)
+    assert got == planted and read_onnx_meta(got)[0].sha256 == meta.sha256

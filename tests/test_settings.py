@@ -125,3 +125,9 @@ def test_repr_of_settings_hides_the_redis_password():
         assert "S3cretPW" not in text and "Other-PW" not in text, text
         assert "redis://app:***@redis:6379/0" in text
     assert s.redis.url == "redis://app:S3cretPW@redis:6379/0"  # the client still gets the real one
+
+
+def test_http_endpoints_bind_loopback_unless_configured():
+    from core.settings import IngestSettings, WorkerSettings
+
+    assert WorkerSettings().http_host == "127.0.0.1" and IngestSettings().http_host == "127.0.0.1"

@@ -127,3 +127,32 @@ def test_runtime_without_tensorrt_is_a_clear_error(tmp_path):
         pytest.skip("TensorRT and CUDA present: the real runtime is tested in tests/gpu/")
     with pytest.raises(T.RuntimeUnavailable):
         T.TensorRTRuntime(tmp_path / "x.onnx")
+
+
+def test_an_altered_engine_is_never_loaded(tmp_path):
+    from models.runtimes.tensorrt_rt import read_engine, write_engine
+
+    p = tmp_path / "e.engine"
+    write_engine(p, {"a": 1}, b"engine-bytes")
+    assert read_engine(p)[1] == b"engine-bytes"
+    raw = bytearray(p.read_bytes())
+    raw[-1] ^= 0xFF  # same length, other bytes: an engine swapped after the build
+    p.write_bytes(bytes(raw))
+    assert read_engine(p) is None
+
+
+def test_cache_files_others_can_write_are_refused(tmp_path):
+    import os
+
+    import pytest
+
+    from models.cache import check_private
+    from models.facedet.weights import ModelFileError
+
+    f = tmp_path / "x.onnx"
+    f.write_bytes(b"x")
+    os.chmod(f, 0o644)
+    check_private(f)
+    os.chmod(f, 0o666)
+    with pytest.raises(ModelFileError, match="writable by other users"):
+        check_private(f)

@@ -78,7 +78,8 @@ def write_engine(path: str | os.PathLike, header: dict, engine: bytes) -> None:
     """Atomic: temp file + rename, so a reader never sees half an engine."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(header, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), engine_bytes=len(engine))
+    meta = dict(header, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), engine_bytes=len(engine),
+                engine_sha256=hashlib.sha256(engine).hexdigest())
     raw = json.dumps(meta, sort_keys=True).encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -108,6 +109,8 @@ def read_engine(path: str | os.PathLike, header_only: bool = False) -> tuple[dic
         return None
     if len(engine) != header.get("engine_bytes", -1) or not engine:
         return None
+    if hashlib.sha256(engine).hexdigest() != header.get("engine_sha256"):
+        return None  # damaged or altered after it was built: rebuilt, never deserialized
     return header, engine
 
 
@@ -128,7 +131,13 @@ def load_or_build(path: str | os.PathLike, expected: dict, build: Callable[[], b
     under a file lock (other processes wait for it, then re-check and load)."""
     from filelock import FileLock
 
+    from models.cache import check_private
+
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_private(path.parent)
+    if path.exists():
+        check_private(path)  # an engine another user could write is never deserialized
     got = read_engine(path)
     if got is not None and not header_mismatches(got[0], expected):
         return got[1], False  # type: ignore[return-value]
