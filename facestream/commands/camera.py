@@ -30,9 +30,44 @@ def camera() -> None:
     """Register, list and remove cameras; show their status. Changes reach running ingest at once."""
 
 
+def _url_from(url: str | None, url_env: str | None, url_file: str | None, password_env: str | None) -> str:
+    """The camera URL from exactly one of: the argument, an environment variable, a file or stdin ('-');
+    optionally with the password from an environment variable. Keeps secrets out of `ps` and history."""
+    import os
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    given = [x for x in (url, url_env, url_file) if x is not None]
+    if len(given) != 1:
+        raise click.UsageError("give the URL once: as URL, --url-env VAR or --url-file PATH|-")
+    if url_env is not None:
+        url = os.environ.get(url_env)
+        if not url:
+            raise click.UsageError(f"--url-env: environment variable {url_env} is not set")
+    elif url_file is not None:
+        try:
+            url = sys.stdin.read() if url_file == "-" else open(url_file, encoding="utf-8").read()  # noqa: SIM115
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"--url-file {url_file}: cannot read it ({exc})") from None
+        url = url.strip()
+    if password_env is not None:
+        pw = os.environ.get(password_env)
+        if pw is None:
+            raise click.UsageError(f"--password-env: environment variable {password_env} is not set")
+        parts = urlsplit(url)
+        if not parts.username:
+            raise click.UsageError("--password-env needs a user name in the URL (rtsp://USER@host/...)")
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username}:{quote(pw, safe='')}@{host}"))
+    return url
+
+
 @camera.command("add")
 @click.argument("camera_id")
-@click.argument("url")
+@click.argument("url", required=False)
+@click.option("--url-env", metavar="VAR", default=None, help="Read the URL from environment variable VAR.")
+@click.option("--url-file", metavar="PATH", default=None, help="Read the URL from a file ('-': stdin).")
+@click.option("--password-env", metavar="VAR", default=None,
+              help="Put the password from environment variable VAR into the URL's user info.")
 @click.option("--fps", type=float, default=None, help="Detect fps: frames sampled per second [5].")
 @click.option("--detect-size", type=int, default=None, help="Long side of published frames, px [640].")
 @click.option("--transport", type=click.Choice(["tcp", "udp"]), default=None, help="RTSP transport [tcp].")
@@ -41,11 +76,16 @@ def camera() -> None:
 @click.option("--disabled", is_flag=True, help="Register without ingesting it.")
 @click.option("--replace", is_flag=True, help="Replace an existing camera with this id.")
 @click.pass_context
-def add(ctx, camera_id, url, fps, detect_size, transport, codec, jpeg_quality, disabled, replace) -> None:
-    """Register CAMERA_ID reading URL (rtsp://, rtsps://, http(s):// or a file path)."""
+def add(ctx, camera_id, url, url_env, url_file, password_env, fps, detect_size, transport, codec, jpeg_quality,
+        disabled, replace) -> None:
+    """Register CAMERA_ID reading URL (rtsp://, rtsps://, http(s):// or a file path).
+
+    A URL on the command line lands in `ps` and shell history: with credentials, prefer
+    --url-env VAR, --url-file PATH (or - for stdin), or --password-env VAR."""
     from core.logging import redact_url
     from ingest.registry import RegistryError
 
+    url = _url_from(url, url_env, url_file, password_env)
     reg = _registry(ctx)
     try:
         cam = reg.add(camera_id, url, replace=replace, fps=fps, detect_size=detect_size, transport=transport,

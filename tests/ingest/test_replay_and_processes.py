@@ -237,3 +237,31 @@ def test_sigterm_marks_a_replay_failed_not_running(redis_settings, r, keys, clip
     info = r.hgetall(keys.run_info("term-1"))
     assert info[b"status"] == b"failed" and b"SIGTERM" in info[b"error"]
     assert int(info[b"ended_ns"]) > 0
+
+
+def test_cli_camera_url_from_env_file_stdin_and_password_env(redis_settings, r, keys, tmp_path):
+    from facestream.cli import main
+
+    env = {"FACESTREAM_REDIS__PREFIX": redis_settings.prefix, "FACESTREAM_REDIS__URL": redis_settings.url,
+           "CAM_URL": "rtsp://admin:S3cret@10.1.2.3/a", "CAM_PW": "p@ss:w/rd"}
+    run = CliRunner().invoke
+    res = run(main, ["camera", "add", "c-env", "--url-env", "CAM_URL"], env=env)
+    assert res.exit_code == 0 and "S3cret" not in res.output, res.output
+    f = tmp_path / "url.txt"
+    f.write_text("rtsp://admin:S3cret@10.1.2.3/b\n")
+    assert run(main, ["camera", "add", "c-file", "--url-file", str(f)], env=env).exit_code == 0
+    assert run(main, ["camera", "add", "c-stdin", "--url-file", "-"], env=env,
+               input="rtsp://admin:S3cret@10.1.2.3/c\n").exit_code == 0
+    res = run(main, ["camera", "add", "c-pw", "rtsp://admin@10.1.2.3/d", "--password-env", "CAM_PW"], env=env)
+    assert res.exit_code == 0 and "p@ss" not in res.output
+    from ingest.registry import Registry
+
+    reg = Registry(r, keys)
+    assert [reg.get(c).url for c in ("c-env", "c-file", "c-stdin")] == [
+        "rtsp://admin:S3cret@10.1.2.3/a", "rtsp://admin:S3cret@10.1.2.3/b", "rtsp://admin:S3cret@10.1.2.3/c"]
+    assert reg.get("c-pw").url == "rtsp://admin:p%40ss%3Aw%2Frd@10.1.2.3/d"
+    for args, msg in [(["c-x"], "give the URL once"), (["c-x", "--url-env", "NOPE"], "not set"),
+                      (["c-x", "rtsp://h/x", "--url-env", "CAM_URL"], "give the URL once"),
+                      (["c-x", "rtsp://h/x", "--password-env", "CAM_PW"], "needs a user name")]:
+        res = run(main, ["camera", "add", *args], env=env)
+        assert res.exit_code == 2 and msg in res.output, res.output
