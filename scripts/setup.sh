@@ -28,7 +28,7 @@ if [ -z "$PY" ]; then
 fi
 
 # -- system packages ---------------------------------------------------------------------------------
-WANT=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+WANT=(openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
       gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 redis_up || command -v redis-server >/dev/null 2>&1 || WANT+=(redis-server)
 if ! command -v "$PY" >/dev/null 2>&1; then WANT+=(python3 python3-venv)

@@ -234,3 +234,54 @@ def test_rediss_url_with_credentials_builds_tls_client():
     r2 = connect(RedisSettings(url="redis://redis:6379/0", username="u", password="secret"), ping=False)
     kw2 = r2.connection_pool.connection_kwargs
     assert (kw2["username"], kw2["password"]) == ("u", "secret")
+
+
+def test_tls_and_an_acl_user_end_to_end(tmp_path):
+    """rediss:// with a self-signed CA made here, an ACL user with a password; subscribe works over it."""
+    import subprocess
+
+    from core.settings import Settings
+    from tests.services import free_port
+    from tests.services.redis_service import RedisServer
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=facestream-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "srv.crt", "-days", "1", "-extfile", "san.ext")
+    tport = free_port()
+    srv = RedisServer(extra_args=("--tls-port", str(tport), "--tls-cert-file", str(tmp_path / "srv.crt"),
+                                  "--tls-key-file", str(tmp_path / "srv.key"), "--tls-ca-cert-file",
+                                  str(tmp_path / "ca.crt"), "--tls-auth-clients", "no")).start()
+    try:
+        srv.client().acl_setuser("fs", enabled=True, passwords=["+Us3r-PW"], keys=["*"], channels=["*"],
+                                 commands=["+@all"])
+        base = dict(url=f"rediss://127.0.0.1:{tport}/0", username="fs", password="Us3r-PW",
+                    ssl_ca_certs=str(tmp_path / "ca.crt"), connect_timeout_s=2, retry_attempts=0)
+        r = connect(RedisSettings(**base))
+        assert r.ping() and r.connection_pool.connection_kwargs.get("ssl_ca_certs")
+        from core.keys import Keys
+        from core.schema import DetectionEvent, FrameInfo, ModelInfo
+        from facestream.events import subscribe
+
+        ev = DetectionEvent(event_id="t:1", camera_id="t", frame=FrameInfo(seq=1, capture_ns=1, width=1, height=1),
+                            model=ModelInfo(name="m", version="1", sha256="0" * 64, runtime="onnxruntime"),
+                            worker_id="w")
+        keys = Keys("tls")
+        r.xadd(keys.events, {"event": ev.model_dump_json()})
+        got = list(subscribe(from_now=False, settings=Settings(redis=RedisSettings(**base, prefix="tls")),
+                             max_events=1))
+        assert [e.event_id for e in got] == ["t:1"]
+        with pytest.raises(BusError, match="authentication|WRONGPASS|invalid"):
+            connect(RedisSettings(**{**base, "password": "wrong"}))
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "o.key", "-out", "other.crt", "-days", "1",
+            "-subj", "/CN=other")
+        with pytest.raises(BusError) as ei:  # a server whose certificate our CA did not sign
+            connect(RedisSettings(**{**base, "ssl_ca_certs": str(tmp_path / "other.crt")}))
+        assert "Us3r-PW" not in str(ei.value)
+    finally:
+        srv.close()
