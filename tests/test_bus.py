@@ -276,7 +276,7 @@ def test_tls_and_an_acl_user_end_to_end(tmp_path):
         got = list(subscribe(from_now=False, settings=Settings(redis=RedisSettings(**base, prefix="tls")),
                              max_events=1))
         assert [e.event_id for e in got] == ["t:1"]
-        with pytest.raises(BusError, match="authentication|WRONGPASS|invalid"):
+        with pytest.raises(BusError, match=r"authentication|WRONGPASS|invalid"):
             connect(RedisSettings(**{**base, "password": "wrong"}))
         ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "o.key", "-out", "other.crt", "-days", "1",
             "-subj", "/CN=other")

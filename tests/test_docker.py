@@ -46,5 +46,10 @@ def test_compose_services_and_env():
         if build:
             assert (DOCKER / build["context"] / build["dockerfile"]).exists(), name
         for var in svc.get("environment", {}):
-            assert _setting_exists(var), f"{name}: {var} is not a facestream setting"
+            if var.startswith("FACESTREAM_"):
+                assert _setting_exists(var), f"{name}: {var} is not a facestream setting"
     assert services["worker"]["command"] == ["worker"] and services["ingest"]["command"] == ["ingest"]
+    # private by default: Redis publishes no port, needs a password, and every role is given it
+    assert "ports" not in services["redis"] and "--requirepass" in services["redis"]["command"]
+    for name in ("ingest", "worker", "cli"):
+        assert "FACESTREAM_REDIS__PASSWORD" in services[name]["environment"], name
