@@ -19,7 +19,6 @@ import threading
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 NAMESPACE = "facestream"
@@ -80,11 +79,6 @@ def remove_series(metric, label: str, value: str) -> int:
 def render() -> tuple[bytes, str]:
     """(body, content type) of the /metrics page."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def serve(port: int, host: str = "127.0.0.1"):
-    """Start prometheus_client's HTTP server for REGISTRY in a daemon thread; returns (server, thread)."""
-    return _start_http_server(port, addr=host, registry=REGISTRY)
 
 
 # -- shared metrics ---------------------------------------------------------------------------------

@@ -82,14 +82,15 @@ class Supervisor:
         self._threads: list[threading.Thread] = []
         self._metrics_server = None
         self.ticks = 0
+        self._last_tick = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> Supervisor:
         if self.metrics_port:
-            from core import metrics as core_metrics
+            from core.http_health import HealthServer
 
-            self._metrics_server = core_metrics.serve(self.metrics_port, self.metrics_host)
-            log.info("metrics on :%d/metrics", self.metrics_port)
+            self._metrics_server = HealthServer(self.metrics_host, self.metrics_port, self.checks,
+                                                setting="FACESTREAM_INGEST__HTTP_PORT").start()
         self.live.start()
         t = threading.Thread(target=self._listen, name="ingest-registry-listener", daemon=True)
         t.start()
@@ -145,7 +146,7 @@ class Supervisor:
         m.CAMERAS_OWNED.set(0)
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
-                self._metrics_server[0].shutdown()
+                self._metrics_server.stop()
             self._metrics_server = None
         log.info("ingest stopped", extra={"owner": self.owner})
 
@@ -182,6 +183,24 @@ class Supervisor:
                     with contextlib.suppress(Exception):
                         pubsub.close()
 
+    # -- health ---------------------------------------------------------------------------------------
+    def checks(self) -> dict:
+        """/healthz: Redis answers, the reconcile loop is ticking, and which cameras are online."""
+        try:
+            redis_ok, redis_detail = bool(self.r.ping()), "ok"
+        except Exception as exc:
+            redis_ok, redis_detail = False, f"{type(exc).__name__}"
+        age = time.monotonic() - self._last_tick if self._last_tick else None
+        loop_ok = age is not None and age < max(5.0, 5 * self.settings.lease_renew_ms / 1000)
+        states = {}
+        for cam_id, o in list(self.owned.items()):
+            states[cam_id] = o.reader.state.value
+        return {
+            "redis": (redis_ok, redis_detail),
+            "supervisor": (loop_ok, {"owner": self.owner, "last_tick_s": None if age is None else round(age, 2),
+                                     "cameras": states}),
+        }
+
     # -- the reconcile loop -------------------------------------------------------------------------
     def _loop(self) -> None:
         period = self.settings.lease_renew_ms / 1000.0
@@ -197,6 +216,7 @@ class Supervisor:
     def tick(self) -> None:
         """One reconcile step: membership, registry sync, lease renewals, claims, hand-backs, status."""
         self.ticks += 1
+        self._last_tick = time.monotonic()
         s = self.settings
         now = time.monotonic()
         mk = members_key(self.keys)

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import bus, metrics
+from core.http_health import HealthServer
 from core.keys import Keys
 from core.schema import FrameRef
 from core.settings import Settings
@@ -100,7 +101,7 @@ class Worker:
         }
         self.started_ns = time.time_ns()
         self.rate = health.RateWindow()
-        self.health_server: health.HealthServer | None = None
+        self.health_server: HealthServer | None = None
         self._redis_ok = False
         self._health_redis = None
         self.ready = threading.Event()
@@ -127,7 +128,7 @@ class Worker:
         )
         self.batcher = Batcher(self.consumer.read, self.ws.max_batch, self.ws.max_wait_ms, self.idle_block_ms)
         if self.ws.http_port:
-            self.health_server = health.HealthServer(self.ws.http_host, self.ws.http_port, self.checks).start()
+            self.health_server = HealthServer(self.ws.http_host, self.ws.http_port, self.checks).start()
 
     def _warmup(self) -> None:
         """One tiny inference so the first real batch does not pay for lazy initialisation."""

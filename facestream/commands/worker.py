@@ -34,7 +34,7 @@ def worker(ctx: click.Context, weights, runtime, device, threshold, max_batch, m
     runs the detector and publishes one DetectionEvent per frame (events stream + per-camera
     channel). On SIGTERM it finishes the batch in hand, acks it and exits 0. See docs/worker.md.
     """
-    from worker.health import HttpBindError
+    from core.http_health import HttpBindError
     from worker.main import DetectorLoadError, run_worker
 
     settings = get_app(ctx).settings

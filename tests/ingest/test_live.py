@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 import urllib.request
 
@@ -44,6 +45,10 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
         st = reg.status("door")
         assert sup.owned_ids() == ["door"]
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        # a real health check, not the metrics page: JSON naming Redis, the loop and the cameras
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
+        assert health["status"] == "ok" and health["checks"]["redis"]["ok"]
+        assert health["checks"]["supervisor"]["detail"]["cameras"] == {"door": "online"}
     for line in ('facestream_ingest_frames_decoded_total{camera="door"}',
                  'facestream_ingest_frames_published_total{camera="door"}',
                  'facestream_ingest_camera_state{camera="door",state="online"} 1.0',

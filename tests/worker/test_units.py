@@ -112,7 +112,7 @@ def test_health_server_takes_the_next_free_port_and_names_the_ports_when_all_are
     import socket
     import urllib.request
 
-    from worker.health import PORT_TRIES, HealthServer, HttpBindError
+    from core.http_health import PORT_TRIES, HealthServer, HttpBindError
 
     def listener(port=0):
         s = socket.socket()
