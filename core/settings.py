@@ -189,7 +189,7 @@ class WorkerSettings(_Section):
     )
     http_port: int = Field(9108, ge=0, le=65_535, description="port of /healthz and /metrics (0: disabled)")
     runtime: Literal["auto", "torch", "onnx", "tensorrt"] = Field(
-        "auto", description="inference runtime (auto: tensorrt > onnx > torch)"
+        "auto", description="inference runtime (auto: tensorrt > torch CUDA > onnx CPU > torch CPU)"
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     threshold: float | None = Field(

@@ -139,21 +139,39 @@ class Detector:
 # -- loading -------------------------------------------------------------------------------------------
 
 
-def pick_runtime(runtime: str = "auto", device: str | None = None) -> str:
-    """auto: tensorrt (importable + CUDA) > onnx (onnxruntime importable) > torch."""
+def pick_runtime(runtime: str = "auto", device: str | None = None, *, cuda: bool | None = None,
+                 trt: bool | None = None, ort_providers: list[str] | None = None) -> str:
+    """auto: the fastest runtime that really runs on this host -- TensorRT (importable + CUDA) > torch on
+    CUDA > ONNX Runtime's CUDA provider > ONNX Runtime on CPU > torch on CPU. ONNX Runtime without its
+    CUDA provider is never picked on a GPU host: it would silently run on the CPU.
+    (``cuda``/``trt``/``ort_providers`` override the probes of this host, for tests.)"""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if runtime != "auto":
         return runtime
     wants_cpu = device is not None and str(device) == "cpu"
-    if not wants_cpu and tensorrt_importable() and cuda_available():
-        return "tensorrt"
-    try:
-        import onnxruntime  # noqa: F401
+    cuda = cuda_available() if cuda is None else cuda
+    if not wants_cpu and cuda:
+        if tensorrt_importable() if trt is None else trt:
+            return "tensorrt"
+        return "torch"  # torch CUDA: fp16, channels_last, batched NMS on the GPU
+    if ort_providers is None:
+        try:
+            import onnxruntime
 
-        return "onnx"
-    except ImportError:
-        return "torch"
+            ort_providers = list(onnxruntime.get_available_providers())
+        except ImportError:
+            ort_providers = []
+    return "onnx" if ort_providers else "torch"
+
+
+def gpu_present() -> str | None:
+    """What shows this host has an NVIDIA GPU (a device node or nvidia-smi), whatever torch can see."""
+    if any(Path("/dev").glob("nvidia[0-9]*")):
+        return "/dev/nvidia*"
+    import shutil
+
+    return "nvidia-smi" if shutil.which("nvidia-smi") else None
 
 
 def onnx_for_weights(weights: Path, meta: WeightsMeta, cache_dir: Path | None = None) -> Path:

@@ -290,6 +290,20 @@ def test_pick_runtime(monkeypatch):
     assert pick_runtime("auto", device="cpu") == "onnx"
     monkeypatch.setattr(D, "cuda_available", lambda: False)
     assert pick_runtime("auto") == "onnx"
+    # a GPU host without TensorRT runs torch on CUDA, never ONNX Runtime's CPU provider
+    assert pick_runtime("auto", cuda=True, trt=False, ort_providers=["CPUExecutionProvider"]) == "torch"
+    assert pick_runtime("auto", cuda=False, ort_providers=[]) == "torch"
+
+
+def test_a_gpu_host_on_the_cpu_says_so(monkeypatch, tmp_path):
+    from worker import main as W
+
+    det = load_detector("onnx", device="cpu")
+    monkeypatch.setattr(D, "gpu_present", lambda: "nvidia-smi")
+    warning = W.device_warning(det)
+    assert "WORKER ON CPU" in warning and "nvidia-smi" in warning
+    monkeypatch.setattr(D, "gpu_present", lambda: None)
+    assert W.device_warning(det) == ""
 
 
 def test_missing_weights_message(tmp_path, monkeypatch):

@@ -27,6 +27,9 @@ DUPLICATES = metrics.counter(
     ["kind"],
 )
 MODEL_LOADED = metrics.gauge("worker_model_loaded", "1 when the detector is loaded")
+CPU_DESPITE_GPU = metrics.gauge(
+    "worker_cpu_despite_gpu", "1 when this worker infers on the CPU although the host has an NVIDIA GPU"
+)
 REDIS_UP = metrics.gauge("worker_redis_up", "1 when the last Redis call succeeded")
 
 

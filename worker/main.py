@@ -73,6 +73,19 @@ def load_worker_detector(settings: Settings):
         raise DetectorLoadError(f"cannot load the face detector: {exc}") from exc
 
 
+def device_warning(detector: Any) -> str:
+    """A loud line when a GPU host ends up inferring on the CPU ('' otherwise)."""
+    from models.detector import gpu_present
+
+    device = str(getattr(getattr(detector, "runtime", None), "device", "cpu"))
+    evidence = gpu_present()
+    if device.startswith("cpu") and evidence:
+        return (f"WORKER ON CPU although this host has an NVIDIA GPU ({evidence}): runtime "
+                f"{detector.info.runtime} on {device}. Install the CUDA build of torch (or onnxruntime-gpu / "
+                "TensorRT) or set FACESTREAM_WORKER__DEVICE=cuda to fail instead of running slowly.")
+    return ""
+
+
 class Worker:
     def __init__(
         self,
@@ -106,6 +119,7 @@ class Worker:
         self._health_redis = None
         self.ready = threading.Event()
         self._stopped = False
+        self.device_warning = ""
         self.camera_seen: dict[str, float] = {}  # camera -> last event (monotonic): metric series cleanup
 
     # -- setup ------------------------------------------------------------------------------------
@@ -114,6 +128,10 @@ class Worker:
             self.detector = load_worker_detector(self.settings)
         self._warmup()
         health.MODEL_LOADED.set(1)
+        self.device_warning = device_warning(self.detector)
+        health.CPU_DESPITE_GPU.set(1 if self.device_warning else 0)
+        if self.device_warning:
+            log.warning(self.device_warning)
         if self.r is None:
             self.r = self._connect_forever()
         self.consumer = FrameConsumer(
@@ -162,7 +180,9 @@ class Worker:
             redis_ok, redis_detail = True, "ok"
         except Exception as exc:
             redis_ok, redis_detail = False, f"{type(exc).__name__}: {exc}"[:200]
+        device = getattr(getattr(self.detector, "runtime", None), "device", "?")
         return {
+            "device": (True, self.device_warning or device),  # ok: it serves; the warning says what is lost
             "model": (model_ok, model_detail),
             "redis": (redis_ok, redis_detail),
             "worker": (True, {"id": self.worker_id, **self.stats}),
