@@ -18,6 +18,7 @@ bounds (ge/le/gt/lt or a Literal); ``docs/configuration.md`` is generated from t
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -162,6 +163,9 @@ class IngestSettings(_Section):
             raise ValueError(_order_msg("ingest", "lease_renew_ms", "lease_ttl_ms", "<"))
         if self.backoff_min_s > self.backoff_max_s:
             raise ValueError(_order_msg("ingest", "backoff_min_s", "backoff_max_s", "<="))
+        if self.replay_window > self.frames_maxlen // 2:
+            raise ValueError(f"FACESTREAM_INGEST__REPLAY_WINDOW ({self.replay_window}) must be <= "
+                             f"FACESTREAM_INGEST__FRAMES_MAXLEN / 2 ({self.frames_maxlen // 2})")
         return self
 
 
@@ -255,11 +259,36 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
 
 
+def unknown_env_settings(environ: Mapping[str, str]) -> list[str]:
+    """Problems with FACESTREAM_<SECTION>... variables that would be ignored: an unknown field, or a
+    single underscore after the section. Other FACESTREAM_* variables (tools' own) are left alone."""
+    import difflib
+
+    known = {env_var_name(loc) for loc, _info in iter_fields(Settings)}
+    sections = [n.upper() for n in Settings.model_fields]
+    out = []
+    for name in sorted(environ):
+        up = name.upper()
+        if not up.startswith(ENV_PREFIX.upper()) or up in known:
+            continue
+        rest = up[len(ENV_PREFIX):]
+        if not any(rest.startswith(sec + "_") for sec in sections):
+            continue
+        hint = difflib.get_close_matches(up, sorted(known), n=1, cutoff=0.8)
+        out.append(f"{name}: not a facestream setting (ignored otherwise)"
+                   + (f"; did you mean {hint[0]}?" if hint else "; see docs/configuration.md"))
+    return out
+
+
 def get_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment (``overrides`` win, e.g. ``log={"level": "DEBUG"}``).
 
-    Raises SettingsError with a message naming each bad variable and its allowed values.
+    Raises SettingsError with a message naming each bad variable and its allowed values, and for a
+    variable that looks like a setting but names none (``FACESTREAM_WORKER_MAX_BATCH``: one underscore).
     """
+    unknown = unknown_env_settings(os.environ)
+    if unknown:
+        raise SettingsError("invalid configuration:\n" + "\n".join(f"  {u}" for u in unknown), unknown)
     try:
         return Settings(**overrides)
     except ValidationError as exc:

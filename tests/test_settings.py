@@ -131,3 +131,18 @@ def test_http_endpoints_bind_loopback_unless_configured():
     from core.settings import IngestSettings, WorkerSettings
 
     assert WorkerSettings().http_host == "127.0.0.1" and IngestSettings().http_host == "127.0.0.1"
+
+
+def test_misspelt_setting_variables_are_errors_not_ignored(monkeypatch):
+    import pytest
+
+    from core.settings import SettingsError, get_settings
+
+    monkeypatch.setenv("FACESTREAM_WORKER_MAX_BATCH", "4")  # one underscore
+    with pytest.raises(SettingsError, match="did you mean FACESTREAM_WORKER__MAX_BATCH"):
+        get_settings()
+    monkeypatch.delenv("FACESTREAM_WORKER_MAX_BATCH")
+    monkeypatch.setenv("FACESTREAM_SHARED", "/data")  # a tool's own variable, not a setting: left alone
+    monkeypatch.setenv("FACESTREAM_INGEST__REPLAY_WINDOW", "900000")
+    with pytest.raises(SettingsError, match="REPLAY_WINDOW"):
+        get_settings()

@@ -118,8 +118,10 @@ def require_weights(path: str | os.PathLike | None = None) -> Path:
     """The weights path to use (default: the shipped one); MissingWeightsError saying how to get them."""
     p = Path(path) if path is not None else default_weights_path()
     if not p.is_file():
-        what = "the shipped weights" if path is None else "the weights file"
-        raise MissingWeightsError(f"{what} {p} do not exist. {HOW_TO_GET_WEIGHTS}")
+        if path is None:
+            raise MissingWeightsError(f"the shipped weights {p} do not exist. {HOW_TO_GET_WEIGHTS}")
+        why = "is a directory" if p.is_dir() else "no such file"
+        raise MissingWeightsError(f"weights file {p}: {why}")  # a mistyped path: no lecture on training
     return p
 
 

@@ -198,7 +198,7 @@ def test_corrupt_and_non_video_file_cameras(r, keys, tmp_path, clip):
 def test_live_memory_bounded_without_workers(r, keys, rtsp_server):
     reg = Registry(r, keys)
     reg.add("busy", rtsp_server.url, fps=25, detect_size=96)  # every frame of the 25 fps stream
-    s = fast_settings(frames_maxlen=20, max_frame_age_ms=400)
+    s = fast_settings(frames_maxlen=20, replay_window=10, max_frame_age_ms=400)
     with Supervisor(r, keys, s):
         wait_for(lambda: state_of(reg, "busy")[0] is CameraState.online, 10, what="online")
         peak_len = peak_keys = 0

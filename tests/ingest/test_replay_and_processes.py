@@ -22,7 +22,7 @@ from tests.services.clips import read_index
 
 
 def test_replay_publishes_every_frame_once_with_backpressure(r, keys, clip):
-    s = fast_settings(frames_maxlen=20)
+    s = fast_settings(frames_maxlen=20, replay_window=10)
     group = keys.worker_group
     ensure_group(r, keys.frames_replay, group, start_id="$")
     got: list[FrameRef] = []
