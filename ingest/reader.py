@@ -47,6 +47,9 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random |
     return d * (0.5 + 0.5 * (rng or random).random())
 
 
+_DOWN = (CameraState.connecting, CameraState.backoff, CameraState.stalled, CameraState.error)
+
+
 class CameraReader(threading.Thread):
     """Reads one camera until ``stop()``; hands sampled, encoded frames to ``sink``.
 
@@ -98,18 +101,24 @@ class CameraReader(threading.Thread):
     def status(self) -> CameraStatus:
         self.stats.update_rates()
         with self._lock:
+            running = self.state is CameraState.online  # a stopped or failing camera decodes nothing now
             return CameraStatus(
                 camera_id=self.camera.id, state=self.state, reason=self.reason, detail=self.detail,
-                since_ns=self.since_ns, last_frame_ns=self.stats.last_frame_ns, fps=round(self.stats.fps, 2),
-                published_fps=round(self.stats.published_fps, 2), reconnects=self.stats.reconnects,
+                since_ns=self.since_ns, last_frame_ns=self.stats.last_frame_ns,
+                fps=round(self.stats.fps, 2) if running else 0.0,
+                published_fps=round(self.stats.published_fps, 2) if running else 0.0,
+                reconnects=self.stats.reconnects,
                 drops=self.stats.dropped, owner=self.owner,
             )
 
     def _transition(self, state: CameraState, reason: ErrorReason = ErrorReason.none, detail: str = "") -> None:
         with self._lock:
             changed = (state, reason) != (self.state, self.reason)
+            # "since" is when the camera went down, not the last retry: connecting/backoff/stalled/error
+            # cycles keep it, so a camera failing for 7 minutes shows 7 minutes
+            still_down = state in _DOWN and self.state in _DOWN and self.since_ns
             self.state, self.reason, self.detail = state, reason, detail
-            if changed:
+            if changed and not still_down:
                 self.since_ns = time.time_ns()
         m.set_state(self.camera.id, state)
         if changed:

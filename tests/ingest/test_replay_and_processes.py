@@ -265,3 +265,21 @@ def test_cli_camera_url_from_env_file_stdin_and_password_env(redis_settings, r, 
                       (["c-x", "rtsp://h/x", "--password-env", "CAM_PW"], "needs a user name")]:
         res = run(main, ["camera", "add", *args], env=env)
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_status_since_is_when_the_camera_went_down_not_the_last_retry(r, keys):
+    from ingest.supervisor import Supervisor
+    from tests.services import free_port
+
+    reg = Registry(r, keys)
+    reg.add("down-cam", f"rtsp://127.0.0.1:{free_port()}/x", fps=5)  # nothing listens: refused, retried
+    s = fast_settings(backoff_min_s=0.1, backoff_max_s=0.2, open_timeout_s=1.0, status_interval_s=0.1)
+    with Supervisor(r, keys, s):
+        wait_for(lambda: (st := reg.status("down-cam")) is not None and st.reconnects >= 1, 15, what="a retry")
+        first = reg.status("down-cam")
+        wait_for(lambda: reg.status("down-cam").reconnects >= first.reconnects + 3, 15, what="more retries")
+        later = reg.status("down-cam")
+        assert later.since_ns == first.since_ns  # not reset by each retry
+        assert later.state is not CameraState.online and later.fps == 0
+    stopped = reg.status("down-cam")
+    assert stopped.state is CameraState.stopped and stopped.fps == 0 and stopped.published_fps == 0
