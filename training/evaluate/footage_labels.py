@@ -346,11 +346,16 @@ def load_labels(path: str | Path, fmt: str = "auto", **mot_kw) -> FootageLabels:
         raise LabelsError(f"no such labels file: {p}")
     if fmt == "auto":
         fmt = "mot" if p.suffix.lower() in (".csv", ".txt") else "footage"
-    if fmt == "footage":
-        return read_footage_labels(p)
-    if fmt == "mot":
-        return read_mot_csv(p, **mot_kw)
-    raise ValueError(f"unknown labels format {fmt!r} (footage | mot | auto)")
+    if fmt not in ("footage", "mot"):
+        raise ValueError(f"unknown labels format {fmt!r} (footage | mot | auto)")
+    try:
+        return read_footage_labels(p) if fmt == "footage" else read_mot_csv(p, **mot_kw)
+    except LabelsError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # a field of the wrong type
+        raise LabelsError(f"{p}: malformed labels ({type(exc).__name__}: {str(exc)[:200]})") from None
+    except UnicodeDecodeError:
+        raise LabelsError(f"{p}: not a text labels file") from None
 
 
 # ------------------------------------------------------------------------------ bootstrapping labels
