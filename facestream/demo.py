@@ -415,15 +415,10 @@ def _annotate(r: Any, keys: Keys, annot: Annotator | None, ev: DetectionEvent) -
     payload = r.get(keys.frame(ev.camera_id, ev.frame.seq, ev.source.run_id))
     if payload is None:
         return  # a live payload already expired: the video skips the frame
-    import cv2
+    from core.payload import PayloadError, decode_payload
 
-    img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:  # raw payload
-        try:
-            ratio = ev.frame.width / ev.frame.height
-            n = len(payload) // 3
-            h = round((n / ratio) ** 0.5)
-            img = np.frombuffer(payload, np.uint8).reshape(h, n // h, 3)
-        except Exception:
-            return
+    try:
+        img = decode_payload(payload, "jpeg")  # the demo registers its camera with JPEG payloads
+    except PayloadError:
+        return
     annot.add(img, ev)

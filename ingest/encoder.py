@@ -102,21 +102,3 @@ class Encoder:
         out = self.encode_bgr(self.to_bgr(frame))
         out.encode_ms = (time.perf_counter() - t0) * 1000.0
         return out
-
-
-def decode_payload(data: bytes, codec: PayloadCodec | str, width: int, height: int) -> np.ndarray:
-    """Inverse of Encoder (for tests and tools): payload bytes -> BGR ndarray."""
-    codec = PayloadCodec(codec)
-    if not data:
-        raise ValueError("empty payload")
-    if codec is PayloadCodec.raw:
-        if len(data) != width * height * 3:
-            raise ValueError(f"raw payload of {len(data)} bytes is not {width}x{height}x3")
-        return np.frombuffer(data, np.uint8).reshape(height, width, 3)
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        img = None
-    if img is None:
-        raise ValueError("undecodable JPEG payload")
-    return img

@@ -67,7 +67,7 @@ def test_event_entries(raw):
 @given(data=st.binary(max_size=2000), codec=st.sampled_from(["jpeg", "raw"]), w=st.integers(0, 50),
        h=st.integers(0, 50))
 def test_payload_decoding(data, codec, w, h):
-    from ingest.encoder import decode_payload
+    from core.payload import decode_payload
 
     try:
         img = decode_payload(data, codec, w, h)

@@ -10,16 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
+from core.payload import PayloadError, decode_payload
 from core.schema import (
     Detection,
     DetectionEvent,
     FrameInfo,
     FrameRef,
     ModelInfo,
-    PayloadCodec,
     Timings,
     event_id_for,
 )
@@ -29,27 +28,6 @@ class DetectorLike(Protocol):
     info: ModelInfo
 
     def detect(self, images: list[np.ndarray]) -> list[Any]: ...
-
-
-class PayloadError(ValueError):
-    """The payload cannot be decoded into the image its FrameRef describes (poison frame)."""
-
-
-def decode_payload(ref: FrameRef, payload: bytes) -> np.ndarray:
-    """JPEG or raw BGR24 bytes -> BGR uint8 (payload_height, payload_width, 3)."""
-    if not payload:
-        raise PayloadError("empty payload")
-    pw, ph = ref.payload_width, ref.payload_height
-    if ref.codec == PayloadCodec.raw:
-        if len(payload) != pw * ph * 3:
-            raise PayloadError(f"raw payload has {len(payload)} bytes, expected {pw}x{ph}x3={pw * ph * 3}")
-        return np.frombuffer(payload, np.uint8).reshape(ph, pw, 3)
-    img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise PayloadError(f"cannot decode {ref.codec.value} payload ({len(payload)} bytes)")
-    if img.shape[0] != ph or img.shape[1] != pw:
-        raise PayloadError(f"payload is {img.shape[1]}x{img.shape[0]}, FrameRef says {pw}x{ph}")
-    return img
 
 
 def payload_to_original(ref: FrameRef, boxes: np.ndarray, landmarks: np.ndarray | None = None):
@@ -126,7 +104,7 @@ class Pipeline:
     def decode(self, work: Work, payload: bytes) -> None:
         t0 = time.perf_counter()
         try:
-            work.image = decode_payload(work.ref, payload)
+            work.image = decode_payload(payload, work.ref.codec, work.ref.payload_width, work.ref.payload_height)
         except PayloadError as exc:
             work.error = f"decode_error: {exc}"
         except Exception as exc:  # cv2 raises cv2.error on some garbage

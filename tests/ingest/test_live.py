@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
+from core.payload import decode_payload
 from core.schema import CameraState, ErrorReason, FrameRef, PayloadCodec
-from ingest.encoder import decode_payload
 from ingest.registry import Registry
 from ingest.supervisor import Supervisor
 from tests.ingest.conftest import fast_settings, url_path, wait_for

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from core.bus import ack, ensure_group, read_group
+from core.payload import decode_payload
 from core.schema import CameraState, FrameRef
-from ingest.encoder import decode_payload
 from ingest.registry import Registry
 from ingest.replay import ReplayError, replay
 from tests.ingest.conftest import facestream_exe, fast_settings, wait_for

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.payload import decode_payload
 from core.schema import ErrorReason, PayloadCodec
-from ingest.encoder import Encoder, decode_payload, target_size
+from ingest.encoder import Encoder, target_size
 from ingest.reader import backoff_delay
 from ingest.sampler import PtsSampler
 from ingest.sources import IngestError, VideoSource, classify_error, validate_url

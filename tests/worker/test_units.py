@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
+from core.payload import PayloadError
 from core.schema import FrameRef
 from models.facedet.postprocess import Detections
 from worker.batcher import Batcher
-from worker.pipeline import PayloadError, decode_payload, detections_to_schema, payload_to_original
+from worker.pipeline import detections_to_schema, payload_to_original
 
 
 def ref(w=1920, h=1080, pw=640, ph=360, codec="jpeg") -> FrameRef:
@@ -41,6 +42,12 @@ def test_detections_to_schema_rounds_and_maps():
     assert out[0].score == pytest.approx(0.9123)
     assert out[0].landmarks[0] == (3.0, 6.0) and len(out[0].landmarks) == 5
     assert detections_to_schema(ref(), Detections.empty()) == []
+
+
+def decode_payload(ref, data):
+    from core.payload import decode_payload as decode
+
+    return decode(data, ref.codec, ref.payload_width, ref.payload_height)
 
 
 def test_decode_payload_jpeg_raw_and_errors():

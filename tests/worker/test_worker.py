@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from core import metrics
+from core.payload import decode_payload
 from core.schema import DetectionEvent
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import face_like_image, pending_count, publish_frame, read_events, wait_for
-from worker.pipeline import decode_payload, payload_to_original
+from worker.pipeline import payload_to_original
 from worker.publisher import ALREADY_ACKED, PUBLISHED, EventPublisher
 
 
@@ -69,7 +70,8 @@ def test_boxes_are_mapped_to_original_pixels(rconn, keys, start_worker, low_thre
     wait_for(lambda: rconn.xlen(keys.events) >= 1, what="event")
     ev = read_events(rconn, keys.events)[0]
     assert len(ev.detections) == 5
-    expected = low_threshold_detector.detect([decode_payload(ref, img.tobytes())])[0]
+    frame = decode_payload(img.tobytes(), ref.codec, ref.payload_width, ref.payload_height)
+    expected = low_threshold_detector.detect([frame])[0]
     boxes, lms = payload_to_original(ref, expected.boxes, expected.landmarks)
     got = np.array([d.box for d in ev.detections])
     np.testing.assert_allclose(got, boxes, atol=0.01)
