@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 
@@ -36,23 +37,14 @@ class PostprocessConfig:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS; returns kept indices in descending score order (ties: lower index first)."""
+    """Greedy NMS (OpenCV's, C++): kept indices in descending score order. xyxy boxes, IoU without +1."""
     if len(boxes) == 0:
         return np.zeros((0,), np.int64)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[ov <= iou]
-    return np.asarray(keep, dtype=np.int64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
+    sc = scores.astype(np.float64)
+    sc = sc - sc.min() + 1.0  # OpenCV wants scores above a threshold >= 0; only their order matters here
+    keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), sc.tolist(), 0.5, float(iou)), np.int64).reshape(-1)
+    return keep[np.lexsort((keep, -scores[keep]))]  # by score, ties by index: the order torchvision gives
 
 
 def postprocess(scores: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None,
