@@ -254,7 +254,7 @@ def detect(paths, out_dir, runtime, weights, threshold, nms_iou, max_detections,
         det = load_detector(runtime=runtime, weights=weights, threshold=threshold, nms_iou=nms_iou,
                             max_detections=max_detections, device=device, input_size=input_size)
     except MissingWeightsError as exc:
-        click.echo(f"facestream detect: no trained weights. {exc}", err=True)
+        click.echo(f"facestream detect: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except (ModelFileError, RuntimeUnavailable, ValueError) as exc:
         click.echo(f"facestream detect: {exc}", err=True)
@@ -282,7 +282,8 @@ def detect(paths, out_dir, runtime, weights, threshold, nms_iou, max_detections,
         try:
             run_video(it, det, out_dir, fmt, batch, every, annotate, quiet)
         except Exception as exc:  # av.error.*, decode errors: report, continue
-            failed.append(f"{it.path}: {type(exc).__name__}: {exc}")
+            why = getattr(exc, "strerror", None) or exc  # PyAV: words, not "[Errno 1094995529] ..."
+            failed.append(f"{it.path}: {why} ({type(exc).__name__})")
     for msg in failed:
         click.echo(f"failed: {msg}", err=True)
     done = len(images) + len(videos) - (len(failed) - n_bad_args)
