@@ -28,7 +28,7 @@ STEPS = r"""
 import inspect, json, sys, time
 from pathlib import Path
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 sys.path.insert(0, sys.argv[1])
 from models.facedet import build_model, get_config
 from training.config import load_config
@@ -42,7 +42,7 @@ torch.set_num_threads(raw.get("threads", 2))
 recs = []
 for s in raw["sources"]:
     spec = D.SourceSpec(**{k: v for k, v in s.items() if k in D.SourceSpec.__dataclass_fields__})
-    recs += D.load_source(spec, Path("."))
+    recs += D.load_source(spec, Path("."))  # source weights included: the mix a real run samples
 kw = {}
 if "cache" in inspect.signature(D.FaceDataset).parameters and cache:
     kw["cache"] = D.ImageCache(Path(cache))
@@ -52,8 +52,9 @@ if kw:  # warm the cache once (the state of a run after its first epoch)
         kw["cache"].read(r.path)
 batch = raw.get("batch", 32)
 g = torch.Generator().manual_seed(0)
-loader = DataLoader(ds, batch, sampler=RandomSampler(ds, replacement=True, num_samples=(steps + 2) * batch,
-                    generator=g), collate_fn=D.collate, num_workers=1, drop_last=True, prefetch_factor=4)
+sampler = WeightedRandomSampler(ds.weights(), (steps + 2) * batch, replacement=True, generator=g)
+loader = DataLoader(ds, batch, sampler=sampler, collate_fn=D.collate, num_workers=1, drop_last=True,
+                    prefetch_factor=4)
 model = build_model(get_config(raw.get("variant", "fsdet-m"))).to(memory_format=torch.channels_last)
 opt = torch.optim.AdamW(model.parameters(), 1e-3)
 t0, n = None, 0
