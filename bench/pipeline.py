@@ -159,7 +159,7 @@ def measure(r, keys: Keys, n: int, seconds: float, worker_pid: int, ingest_pid: 
     hb1 = r.hgetall(keys.worker_heartbeat("bench-worker"))
     drops1 = {s.camera_id: s.drops for s in reg.statuses()}
     rows = r.xrange(keys.events, min=f"({last_id.decode()}")
-    evs = [DetectionEvent.model_validate_json(f[b"event"]) for _, f in rows]
+    evs = [DetectionEvent.from_fields(f) for _, f in rows]
     wall = c1[2] - c0[2]
     lat = np.array([e.timings_ms.total for e in evs]) if evs else np.array([np.nan])
     inf = np.array([e.timings_ms.infer for e in evs]) if evs else np.array([np.nan])

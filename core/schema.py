@@ -122,6 +122,9 @@ class Timings(_Model):
     total: float = 0.0  # capture -> event published, ms
 
 
+EVENT_FIELD = "event"  # events streams carry one field: event=<DetectionEvent JSON>
+
+
 class DetectionEvent(_Model):
     schema_version: int = SCHEMA_VERSION
     event_id: str  # "{camera_id}:{seq}" (replays: "{camera_id}:{run_id}:{seq}"): idempotency key
@@ -133,6 +136,18 @@ class DetectionEvent(_Model):
     timings_ms: Timings = Field(default_factory=Timings)
     worker_id: str
     truncated: int = 0  # detections dropped by max_detections (never silent)
+
+    def to_fields(self) -> dict[str, str]:
+        """The one field of an events-stream entry."""
+        return {EVENT_FIELD: self.model_dump_json()}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> DetectionEvent:
+        """From an events-stream entry (bytes or str keys); ValueError when it holds no event."""
+        raw = fields.get(EVENT_FIELD.encode(), fields.get(EVENT_FIELD))
+        if raw is None:
+            raise ValueError(f"stream entry has no {EVENT_FIELD!r} field")
+        return cls.model_validate_json(raw)
 
 
 def event_id_for(camera_id: str, seq: int, run_id: str | None = None) -> str:

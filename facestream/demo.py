@@ -336,7 +336,7 @@ def run_demo(
                     for eid, fields in items:
                         last = eid
                         last_event_at = time.monotonic()
-                        ev = DetectionEvent.model_validate_json(fields[b"event"])
+                        ev = DetectionEvent.from_fields(fields)
                         events.append(ev)
                         fh.write(ev.model_dump_json() + "\n")
                         if print_events:

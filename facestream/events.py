@@ -52,19 +52,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DetectionEvent", "group_name", "parse_event", "subscribe"]
 
-EVENT_FIELD = b"event"
 _RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def parse_event(fields_or_json: Any) -> DetectionEvent:
     """DetectionEvent from an events-stream entry's fields or from the JSON text of a message."""
     if isinstance(fields_or_json, dict):
-        raw = fields_or_json.get(EVENT_FIELD, fields_or_json.get("event"))
-        if raw is None:
-            raise ValueError("stream entry has no 'event' field")
-    else:
-        raw = fields_or_json
-    return DetectionEvent.model_validate_json(raw)
+        return DetectionEvent.from_fields(fields_or_json)
+    return DetectionEvent.model_validate_json(fields_or_json)
 
 
 def _cameras(camera: str | Iterable[str] | None) -> set[str] | None:

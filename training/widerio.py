@@ -97,7 +97,10 @@ def iter_wider_labels(path: str | Path) -> Iterator[WiderImage]:
             continue
         if i >= n_lines:
             raise ValueError(f"{path}: truncated after image line {name!r}")
-        count = int(lines[i].split()[0])
+        head = lines[i].split()
+        if len(head) != 1 or not head[0].isdigit():
+            raise ValueError(f"{path}: line {i + 1}: expected the face count of {name!r}, got {lines[i]!r}")
+        count = int(head[0])
         i += 1
         if count == 0:
             # official files carry one all-zero line for an empty image; tolerate its absence

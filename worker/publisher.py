@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.keys import Keys
-from core.schema import DetectionEvent
+from core.schema import EVENT_FIELD, DetectionEvent
 
 PUBLISHED = 1
 ALREADY_ACKED = 0
 DUPLICATE = -1
 
-EVENT_FIELD = "event"  # the events streams carry one field: event=<DetectionEvent JSON>
 
 _PUBLISH_LUA = """
 -- KEYS: frames stream, events stream, guard key, run events stream ('' when not a replay)
@@ -44,14 +43,14 @@ if ttl > 0 then
     return -1
   end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '*', 'event', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '*', 'EVENT_FIELD', ARGV[3])
 if KEYS[4] ~= '' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[8], '*', 'event', ARGV[3])
+  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[8], '*', 'EVENT_FIELD', ARGV[3])
   redis.call('PEXPIRE', KEYS[4], ARGV[9])  -- a run's events outlive it by run_ttl, then go
 end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
-"""
+""".replace("EVENT_FIELD", EVENT_FIELD)
 
 
 @dataclass

@@ -98,10 +98,10 @@ def read_run_events(r: Any, keys: Any, run_id: str, after: str = "-", batch: int
         if not rows:
             break
         for eid, fields in rows:
-            raw = fields.get(b"event", fields.get("event"))
-            if raw is None:
+            try:
+                events.append(DetectionEvent.from_fields(fields))
+            except ValueError:  # not an event entry
                 continue
-            events.append(DetectionEvent.model_validate_json(raw))
             ms.append(int(_d(eid).split("-", 1)[0]))
         last = start = _d(rows[-1][0])
         if len(rows) < batch:
