@@ -26,10 +26,10 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from core.logging import redact_url
 from core.schema import Camera, CameraState, CameraStatus, ErrorReason, Source
+from core.settings import IngestSettings
 from ingest import metrics as m
 from ingest.encoder import Encoder
 from ingest.publisher import CameraStats, OutFrame
@@ -57,7 +57,7 @@ class CameraReader(threading.Thread):
     ``status()`` returns a fresh snapshot at any time.
     """
 
-    def __init__(self, camera: Camera, settings: Any, sink: Callable[[OutFrame], None],
+    def __init__(self, camera: Camera, settings: IngestSettings, sink: Callable[[OutFrame], None],
                  on_status: Callable[[CameraStatus], None] | None = None, owner: str = "",
                  source_options: SourceOptions | None = None, lease_key: str | None = None):
         super().__init__(name=f"reader-{camera.id}", daemon=True)
@@ -75,7 +75,7 @@ class CameraReader(threading.Thread):
             transport=camera.transport.value,
             open_timeout_s=settings.open_timeout_s,
             read_timeout_s=settings.read_timeout_s,
-            thread_type=getattr(settings, "decode_thread_type", "SLICE"),
+            thread_type=settings.decode_thread_type,
         )
         self._halt = threading.Event()
         self._lock = threading.Lock()

@@ -30,6 +30,7 @@ from core.bus import ensure_group
 from core.keys import Keys
 from core.logging import redact_text, redact_url
 from core.schema import PayloadCodec, Source, validate_camera_id
+from core.settings import IngestSettings
 from ingest.encoder import Encoder
 from ingest.publisher import CameraStats, OutFrame, Publisher
 from ingest.sampler import PtsSampler
@@ -135,7 +136,7 @@ def replay(
     *,
     redis: Any,
     keys: Keys,
-    settings: Any,
+    settings: IngestSettings,
     pace: str = "asfast",
     run_id: str | None = None,
     fps: float = 5.0,
@@ -166,9 +167,9 @@ def replay(
     run_id = run_id or new_run_id()
     validate_camera_id(run_id)  # same charset: it becomes part of keys
     cap = max(1, settings.frames_maxlen // 2)
-    window = min(window or getattr(settings, "replay_window", 500), cap)
+    window = min(window or settings.replay_window, cap)
     if wait_timeout_s is None:
-        wait_timeout_s = float(getattr(settings, "replay_wait_timeout_s", 600.0))
+        wait_timeout_s = settings.replay_wait_timeout_s
     group = group or keys.worker_group
     check_every = max(1, min(check_every, window // 2 or 1))
 
@@ -185,7 +186,7 @@ def replay(
     stats = CameraStats(camera_id)
     source = Source(kind="replay", run_id=run_id)
     opts = SourceOptions(open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.read_timeout_s,
-                         thread_type=getattr(settings, "decode_thread_type", "SLICE"))
+                         thread_type=settings.decode_thread_type)
     ensure_group(redis, keys.frames_replay, group, start_id="$")
 
     seq = 0
@@ -267,7 +268,7 @@ def replay(
         try:
             pipe = redis.pipeline(transaction=False)
             pipe.hset(info_key, mapping=summary.to_hash())
-            pipe.expire(info_key, int(getattr(settings, "run_ttl_s", 7 * 86_400)))  # bounded by construction
+            pipe.expire(info_key, settings.run_ttl_s)  # bounded by construction
             pipe.execute()
         except Exception as exc:  # pragma: no cover
             log.warning("could not write the run summary: %s", exc)

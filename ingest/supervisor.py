@@ -31,6 +31,7 @@ from typing import Any
 from core.bus import Lease, make_owner_token
 from core.keys import Keys
 from core.schema import Camera, CameraState, CameraStatus
+from core.settings import IngestSettings
 from ingest import metrics as m
 from ingest.publisher import LivePublisher, Publisher
 from ingest.reader import CameraReader
@@ -55,18 +56,18 @@ class _Owned:
 class Supervisor:
     """Run with ``run()`` (blocks until SIGTERM/SIGINT or ``stop()``), or ``start()`` + ``stop()``."""
 
-    def __init__(self, redis: Any, keys: Keys, settings: Any, *, owner: str | None = None,
+    def __init__(self, redis: Any, keys: Keys, settings: IngestSettings, *, owner: str | None = None,
                  max_cameras: int | None = None, metrics_port: int | None = None,
                  metrics_host: str | None = None, resync_s: float | None = None):
         self.r = redis
         self.keys = keys
         self.settings = settings  # IngestSettings
-        ingest_id = getattr(settings, "ingest_id", "") or ""
+        ingest_id = settings.ingest_id
         self.owner = owner or (f"{ingest_id}:{make_owner_token()}" if ingest_id else make_owner_token())
-        self.max_cameras = max_cameras if max_cameras is not None else int(getattr(settings, "max_cameras", 0))
-        self.metrics_port = metrics_port if metrics_port is not None else int(getattr(settings, "http_port", 0))
+        self.max_cameras = max_cameras if max_cameras is not None else settings.max_cameras
+        self.metrics_port = metrics_port if metrics_port is not None else settings.http_port
         self.metrics_host = metrics_host or settings.http_host
-        self.resync_s = resync_s if resync_s is not None else float(getattr(settings, "resync_s", 10.0))
+        self.resync_s = resync_s if resync_s is not None else settings.resync_s
         self.registry = Registry(redis, keys)
         self.publisher = Publisher(redis, keys, maxlen=settings.frames_maxlen,
                                    payload_ttl_ms=settings.max_frame_age_ms)
