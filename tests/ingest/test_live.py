@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -76,14 +77,21 @@ def test_camera_online_frames_metadata(r, keys, isettings, rtsp_server):
 
 
 @pytest.mark.chaos
-def test_server_killed_and_restarted(r, keys, rtsp_server):
-    srv = rtsp_server
+@contextlib.contextmanager
+def streaming(r, keys, srv, cam: str):
+    """A supervisor reading ``srv`` as camera ``cam`` with fast timeouts, once frames flow: (registry, settings)."""
     reg = Registry(r, keys)
-    reg.add("lobby", srv.url, fps=5, detect_size=160)
+    reg.add(cam, srv.url, fps=5, detect_size=160)
     s = fast_settings(read_timeout_s=1.0, backoff_min_s=0.2, backoff_max_s=0.5)
     with Supervisor(r, keys, s):
-        wait_for(lambda: state_of(reg, "lobby")[0] is CameraState.online, 10, what="online")
+        wait_for(lambda: state_of(reg, cam)[0] is CameraState.online, 10, what="online")
         wait_for(lambda: frames(r, keys), 5, what="first frames")
+        yield reg, s
+
+
+def test_server_killed_and_restarted(r, keys, rtsp_server):
+    srv = rtsp_server
+    with streaming(r, keys, srv, "lobby") as (reg, s):
         srv.kill()
         t_kill = time.monotonic()
         seen = set()
@@ -112,12 +120,7 @@ def test_server_frozen_then_thawed(r, keys, rtsp_server):
     import signal
 
     srv = rtsp_server
-    reg = Registry(r, keys)
-    reg.add("frozen", srv.url, fps=5, detect_size=160)
-    s = fast_settings(read_timeout_s=1.0, backoff_min_s=0.2, backoff_max_s=0.5)
-    with Supervisor(r, keys, s):
-        wait_for(lambda: state_of(reg, "frozen")[0] is CameraState.online, 10, what="online")
-        wait_for(lambda: frames(r, keys), 5, what="first frames")
+    with streaming(r, keys, srv, "frozen") as (reg, s):
         srv.proc.send_signal(signal.SIGSTOP)
         try:
             t0 = time.monotonic()
