@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from core.logging import redact_url
 
-FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True,  # the same examples every run: no flaky CI
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 hostile = st.one_of(
     st.text(max_size=300),
     st.text(alphabet=string.printable + "\x00\x1b\u202e\u00e9\u4e2d", max_size=200),

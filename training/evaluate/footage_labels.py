@@ -352,7 +352,7 @@ def load_labels(path: str | Path, fmt: str = "auto", **mot_kw) -> FootageLabels:
         return read_footage_labels(p) if fmt == "footage" else read_mot_csv(p, **mot_kw)
     except LabelsError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:  # a field of the wrong type
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:  # a bad field
         raise LabelsError(f"{p}: malformed labels ({type(exc).__name__}: {str(exc)[:200]})") from None
     except UnicodeDecodeError:
         raise LabelsError(f"{p}: not a text labels file") from None
