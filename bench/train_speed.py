@@ -31,7 +31,6 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 sys.path.insert(0, sys.argv[1])
 from models.facedet import build_model, get_config
-from training.config import load_config
 from training.data import dataset as D
 from training.data.augment import AugmentConfig
 from training.losses import detection_loss

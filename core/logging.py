@@ -70,7 +70,7 @@ _SECRET_KEY_PARTS = (
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # A URL in free text: scheme:// then anything up to whitespace or a quote/bracket.
-_URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+URL_IN_TEXT_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 
 
 def _is_secret_key(key: str) -> bool:
@@ -139,6 +139,13 @@ def redact_url(url: Any) -> str:
     return head + rest_out + rest
 
 
+def error_words(exc: BaseException) -> str:
+    """What an error says, in words: an OS/PyAV error's ``strerror`` (its URL or file name apart, not
+    ``[Errno 1094995529] ...: 'rtsp://...'``), else its first line. Redact it before showing it."""
+    text = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0]
+    return text.strip(" :'")[:300]
+
+
 def redact_text(text: Any) -> str:
     """Redact every URL (``scheme://...``) found in free text."""
     text = str(text)
@@ -150,7 +157,7 @@ def redact_text(text: Any) -> str:
         core = url.rstrip(".,;:!?)]}")  # sentence punctuation after a URL is not part of it
         return redact_url(core) + url[len(core) :]
 
-    return _URL_IN_TEXT_RE.sub(sub, text)
+    return URL_IN_TEXT_RE.sub(sub, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from core.bus import ensure_group
 from core.keys import Keys
-from core.logging import redact_text, redact_url
+from core.logging import error_words, redact_text, redact_url
 from core.schema import PayloadCodec, Source, validate_camera_id
 from core.settings import IngestSettings
 from ingest.encoder import Encoder
@@ -260,8 +260,7 @@ def replay(
         summary.status, summary.error = "failed", redact_text(exc)
         raise ReplayError(f"replay of {redact_url(path)} failed: {summary.error}", summary) from None
     except BaseException as exc:  # any error text may quote the URL: stored and raised redacted
-        why = getattr(exc, "strerror", None) or exc  # PyAV/OS errors: the words, not "[Errno 1094995529]"
-        summary.status, summary.error = "failed", redact_text(f"{type(exc).__name__}: {why}")
+        summary.status, summary.error = "failed", redact_text(f"{type(exc).__name__}: {error_words(exc) or exc}")
         raise
     finally:
         summary.ended_ns = time.time_ns()

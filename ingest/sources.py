@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 import av
 import av.error
 
-from core.logging import redact_text, redact_url
+from core.logging import URL_IN_TEXT_RE, error_words, redact_text, redact_url
 from core.schema import ErrorReason
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp")
@@ -119,25 +119,12 @@ _NOT_FOUND_TEXT = ("404", "not found", "no such file", "454 session not found")
 _TIMEOUT_TEXT = ("timed out", "timeout", "etimedout")
 
 
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-
-
-def _error_words(exc: BaseException) -> str:
-    """The error's own words, without the URL or file name it quotes: a path such as
-    ``/Streaming/Channels/401`` or a port such as 8404 must never read as an HTTP status."""
-    text = getattr(exc, "strerror", None) or str(exc)
-    name = getattr(exc, "filename", None)
-    if name:
-        text = text.replace(str(name), "")
-    return _URL_RE.sub("", text)
-
-
 def classify_error(exc: BaseException) -> ErrorReason:
     """Map an exception from PyAV/FFmpeg (or the OS) to an ErrorReason: by type and error code first;
-    the words only for FFmpeg replies that come as text (never the URL, see _error_words)."""
+    the words only for FFmpeg replies that come as text (never the URL: core.logging.error_words)."""
     if isinstance(exc, IngestError):
         return exc.reason
-    text = _error_words(exc).lower()
+    text = URL_IN_TEXT_RE.sub("", error_words(exc)).lower()  # a URL's path or port is no status code
     if isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError, PermissionError)):
         return ErrorReason.auth
     if isinstance(exc, (av.error.HTTPNotFoundError, FileNotFoundError, IsADirectoryError,
@@ -179,7 +166,7 @@ def describe_error(exc: BaseException) -> str:
         return exc.detail or exc.reason.value
     if isinstance(exc, av.error.ExitError):  # our interrupt callback ended a blocking read
         return "stalled: no data from the source within the read timeout (ExitError)"
-    words = _WORDS.get(getattr(exc, "errno", None) or -1) or _error_words(exc).strip(" :'") or str(exc)
+    words = _WORDS.get(getattr(exc, "errno", None) or -1) or error_words(exc) or str(exc)
     return redact_text(f"{words} ({type(exc).__name__})")[:300]
 
 

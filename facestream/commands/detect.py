@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from core.logging import error_words
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".h264", ".264"}
 EXIT_FAILED = 1
@@ -282,8 +284,7 @@ def detect(paths, out_dir, runtime, weights, threshold, nms_iou, max_detections,
         try:
             run_video(it, det, out_dir, fmt, batch, every, annotate, quiet)
         except Exception as exc:  # av.error.*, decode errors: report, continue
-            why = getattr(exc, "strerror", None) or exc  # PyAV: words, not "[Errno 1094995529] ..."
-            failed.append(f"{it.path}: {why} ({type(exc).__name__})")
+            failed.append(f"{it.path}: {error_words(exc) or exc} ({type(exc).__name__})")
     for msg in failed:
         click.echo(f"failed: {msg}", err=True)
     done = len(images) + len(videos) - (len(failed) - n_bad_args)

@@ -26,11 +26,12 @@ def _readable(video: Path):
     """A video that PyAV cannot open or decode: one clear line, exit 1."""
     import av
 
+    from core.logging import error_words
+
     try:
         yield
     except (OSError, ValueError, av.error.FFmpegError) as e:
-        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:300]  # words, not "[Errno 1094995529]"
-        raise click.ClickException(f"cannot read video {video}: {why}") from e
+        raise click.ClickException(f"cannot read video {video}: {error_words(e)}") from e
 
 
 @click.command("label")
