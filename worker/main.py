@@ -77,7 +77,7 @@ def device_warning(detector: Any) -> str:
     """A loud line when a GPU host ends up inferring on the CPU ('' otherwise)."""
     from models.detector import gpu_present
 
-    device = str(detector.runtime.device)
+    device = str(getattr(getattr(detector, "runtime", None), "device", "cpu"))  # test detectors have none
     evidence = gpu_present()
     if device.startswith("cpu") and evidence:
         return (f"WORKER ON CPU although this host has an NVIDIA GPU ({evidence}): runtime "
