@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 YUNET = Path(os.environ.get("YUNET_ONNX", ROOT.parent / "shared/models/peers/libfd_yunet_n_dynamic.onnx"))
 if not YUNET.is_file():
@@ -178,21 +178,18 @@ BEGIN, END = "<!-- detector-cpu:begin -->", "<!-- detector-cpu:end -->"
 
 
 def write_docs(res: dict, path: Path, cmd: str) -> None:
+    from docs_section import write_section
+
     body = (
-        f"{BEGIN}\n## Detector speed, CPU (ONNX Runtime)\n\n"
+        f"## Detector speed, CPU (ONNX Runtime)\n\n"
         f"Command: `{cmd}`\n\n"
         f"{res['threads']} intra-op threads{'' if res['spin'] else ' (no spinning)'}, "
         f"one {res['input']} frame (graph time only), ONNX Runtime "
         f"{res['onnxruntime']}, {res['cpu']}, 1-min load average during the run {res['load1']:.1f} "
         "(a shared machine: the ratio to YuNet-n, timed interleaved in the same run, is the robust number). "
-        "Target: fsdet-m <= 20 ms.\n\n" + table(res) + "\n" + END
+        "Target: fsdet-m <= 20 ms.\n\n" + table(res)
     )
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN, END, body)
 
 
 def main(argv=None) -> int:

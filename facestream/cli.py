@@ -71,6 +71,9 @@ main.add_command(eval_group)
 from facestream.commands.label import label  # noqa: E402
 
 main.add_command(label)
+from facestream.commands.compress import compress  # noqa: E402
+
+main.add_command(compress)
 
 
 if __name__ == "__main__":  # pragma: no cover

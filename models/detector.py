@@ -50,7 +50,7 @@ DEFAULT_THRESHOLD = 0.5
 
 __all__ = [
     "HOW_TO_GET_WEIGHTS", "RUNTIMES", "Detections", "Detector", "MissingWeightsError", "ModelFileError",
-    "RuntimeUnavailable", "default_weights_path", "load_detector", "pick_runtime",
+    "RuntimeUnavailable", "default_weights_path", "detector_from_model", "load_detector", "pick_runtime",
 ]
 
 
@@ -215,6 +215,24 @@ def _weights_for_onnx(onnx_path: Path, meta: WeightsMeta) -> Path:
         f"the torch runtime needs .safetensors weights; {onnx_path} is ONNX and no matching "
         f"{sibling.name} lies beside it. Pass the .safetensors file, or use runtime='onnx'."
     )
+
+
+def detector_from_model(model, meta: WeightsMeta | None = None, threshold: float = 0.02, nms_iou: float = 0.4,
+                        input_size: int | None = None, max_detections: int = 750, device=None) -> Detector:
+    """A Detector around an in-memory FaceDetNet (training's dev evaluation, threshold calibration): the
+    serving path -- same letterbox, batching and NMS -- on the torch runtime."""
+    from models.runtimes.torch_rt import TorchRuntime
+
+    if device is None:
+        device = next(model.parameters()).device
+    meta = meta or WeightsMeta(config=model.cfg, name=model.cfg.name)
+    rt = TorchRuntime(model, device=str(device), fp16=False, channels_last=False)
+    size = int(meta.config.input_size if input_size is None else input_size)
+    post = PostprocessConfig(score_threshold=float(threshold), nms_iou=float(nms_iou),
+                             max_detections=int(max_detections))
+    info = ModelInfo(name=meta.name, version=meta.version, sha256=meta.sha256, runtime=rt.name,
+                     precision=rt.precision, input_size=size or None)
+    return Detector(runtime=rt, meta=meta, post=post, input_size=size, info=info)
 
 
 def load_detector(

@@ -156,3 +156,20 @@ def test_cache_files_others_can_write_are_refused(tmp_path):
     os.chmod(f, 0o666)
     with pytest.raises(ModelFileError, match="writable by other users"):
         check_private(f)
+
+
+def test_int8_calibration_cache_is_written_beside_the_engine_and_read_back(tmp_path):
+    """TensorRT calls write_calibration_cache after calibrating; a rebuild reads the ranges back, no frames."""
+
+    class FakeTrt:  # only the calibrator base class is needed; the real build is in tests/gpu/
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                pass
+
+    cache = tmp_path / "engines" / "fsdet-x-int8.calib"
+    first = T.make_calibrator(FakeTrt, [], cache)
+    assert first.read_calibration_cache() is None and first.get_batch(["images"]) is None
+    first.write_calibration_cache(b"TRT-8600-EntropyCalibration2\nimages: 3c010a14\n")
+    again = T.make_calibrator(FakeTrt, [], cache)
+    assert again.read_calibration_cache() == b"TRT-8600-EntropyCalibration2\nimages: 3c010a14\n"
+    assert not list(cache.parent.glob("*.tmp"))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-
-from models.facedet import PostprocessConfig, make_batch, postprocess_torch
 
 from .evaluate.metrics import iou_xyxy, voc_ap
 
@@ -57,26 +54,25 @@ def best_f1_threshold(dets, gts, iou: float = 0.5) -> tuple[float, float]:
     return float(scores[k]), float(f1[k])
 
 
-@torch.no_grad()
-def predict_dev(model: torch.nn.Module, records, device=None, input_size: int = 640):
-    model.eval()
-    device = device or next(model.parameters()).device
-    pp = PostprocessConfig(score_threshold=0.02, nms_iou=0.4)
+def predict_dev(model, records, device=None, input_size: int = 640):
+    """Per record (boxes, scores) in original pixels and (boxes, ignore). `model` is a FaceDetNet (wrapped in
+    the serving Detector) or any loaded Detector (an ONNX or quantized variant): one serving path for
+    training's dev AP, threshold calibration and `facestream eval dev`."""
+    from models.detector import Detector, detector_from_model
+
+    det = model if isinstance(model, Detector) else detector_from_model(model, input_size=input_size,
+                                                                        device=device)
     dets, gts = [], []
     for r in records:
         img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
         if img is None:  # one (empty) result per record all the same: callers zip them with records
             dets.append((np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
-            gts.append((r.boxes, r.ignore))
-            continue
-        batch, (lb,) = make_batch([img], input_size)
-        s, b, _ = model(torch.from_numpy(batch).to(device))
-        d = postprocess_torch(s, b, None, pp)[0]
-        boxes, _ = lb.to_original(d.boxes)
-        dets.append((boxes, d.scores))
+        else:
+            (d,) = det.detect([img])
+            dets.append((d.boxes, d.scores))
         gts.append((r.boxes, r.ignore))
     return dets, gts
 
 
-def evaluate_dev(model: torch.nn.Module, records, device=None, input_size: int = 640) -> float:
+def evaluate_dev(model, records, device=None, input_size: int = 640) -> float:
     return average_precision(*predict_dev(model, records, device, input_size))

@@ -30,7 +30,7 @@ def calibrate_threshold(model: torch.nn.Module, cfg: TrainConfig, root: Path = P
 
 
 def release(weights: Path, out: Path, name: str, version: str, cfg: TrainConfig | None = None,
-            threshold: float | None = None) -> dict:
+            threshold: float | None = None, extra_meta: dict[str, str] | None = None) -> dict:
     model, meta = load_model(weights)
     info: dict = {}
     if threshold is None:
@@ -40,6 +40,7 @@ def release(weights: Path, out: Path, name: str, version: str, cfg: TrainConfig 
         threshold = info["threshold"]
     extra = {k: v for k, v in meta.extra.items() if k not in {"name", "version", "threshold", "trained_on"}}
     extra.update({k: str(v) for k, v in info.items() if k != "threshold"})
+    extra.update(extra_meta or {})
     out.parent.mkdir(parents=True, exist_ok=True)
     safet = save_weights(model, out.with_suffix(".safetensors"), name=name, version=version,
                          trained_on=meta.trained_on, threshold=threshold, **extra)

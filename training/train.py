@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from models.facedet import build_model, get_config
-from models.facedet.weights import load_model, save_weights
+from models.facedet.weights import load_model, read_meta, save_weights
 
 from .config import TrainConfig
 from .data.augment import AugmentConfig
@@ -98,7 +98,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
     iters_per_epoch = max(1, len(ds) // cfg.batch)
     total = iters_per_epoch * cfg.epochs
 
-    model = build_model(get_config(cfg.variant))
+    # the network is the init's when there is one (a pruned model fine-tunes in its own, narrower shape)
+    model = build_model(read_meta(cfg.init, with_sha=False).config if cfg.init else get_config(cfg.variant))
     state_path = out / "last.state.pt"
     if cfg.init and not (resume and state_path.exists()):
         start, _ = load_model(cfg.init)

@@ -49,30 +49,17 @@ def eval_group() -> None:
 def wider(model, data_dir, images_dir, gt_dir, threshold, min_score, max_size, runtime, threads, name,
           out_dir, as_json, progress) -> None:
     """Official WIDER FACE evaluation of one model on the images present."""
-    from training.evaluate.adapters import load_eval_model
+    from training.evaluate.adapters import ModelLoadError, WiderDataError, wider_eval
     from training.evaluate.plots import plot_pr_curves
-    from training.evaluate.wider import evaluate_detector
 
-    images_dir = images_dir or (data_dir / "images" if data_dir else None)
-    gt_dir = gt_dir or (data_dir / "ground_truth" if data_dir else None)
-    if images_dir is None or gt_dir is None or not (gt_dir / "wider_face_val.mat").exists():
-        raise click.UsageError("need --data DIR (with images/ and ground_truth/) or --images and --gt")
-    bbx = None
-    for cand in ((data_dir / "wider_face_val_bbx_gt.txt") if data_dir else None,
-                 gt_dir.parent / "wider_face_val_bbx_gt.txt"):
-        if cand is not None and cand.exists():
-            bbx = cand
-            break
     try:
-        m = load_eval_model(model, min_score=min_score, max_size=max_size, threads=threads, runtime=runtime,
-                            name=name)
-    except Exception as e:  # unreadable model, missing runtime: one clear line, not a traceback
-        raise click.ClickException(f"cannot load {model}: {e}") from e
-    thr = m.default_threshold if threshold is None else threshold
-    res = evaluate_detector(m.detect_fn, images_dir, gt_dir, threshold=thr, min_score=min_score,
-                            name=m.name, bbx_gt_txt=bbx, progress=progress,
-                            pred_dir=(out_dir / "predictions") if out_dir else None)
-    res.extra.update({"model": str(model), "kind": m.kind, "min_score": min_score, "max_size": max_size})
+        res = wider_eval(model, data_dir=data_dir, images_dir=images_dir, gt_dir=gt_dir, threshold=threshold,
+                         min_score=min_score, max_size=max_size, runtime=runtime, threads=threads, name=name,
+                         progress=progress, pred_dir=(out_dir / "predictions") if out_dir else None)
+    except ModelLoadError as e:
+        raise click.ClickException(str(e)) from e
+    except WiderDataError:
+        raise click.UsageError("need --data DIR (with images/ and ground_truth/) or --images and --gt") from None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(res.to_json(curves=True))
@@ -83,14 +70,14 @@ def wider(model, data_dir, images_dir, gt_dir, threshold, min_score, max_size, r
 
 @eval_group.command("dev")
 @click.option("--model", "models", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Weights (.safetensors); repeat to compare several on the same split.")
+              help="Weights (.safetensors) or an exported/compressed .onnx; repeat to compare several.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Training config whose sources and dev_fraction define the dev split.")
 @click.option("--input-size", type=click.IntRange(32), default=640, show_default=True)
 def dev(models, config, input_size) -> None:
     """AP (IoU 0.5) and max-F1 threshold on a training config's dev split: the held-out part of the
     training sources on which every recipe choice is made (never the evaluation set)."""
-    from models.facedet.weights import load_model
+    from models.detector import load_detector
     from training.config import load_config
     from training.data.dataset import SourceSpec, load_source, split_dev
     from training.devset import average_precision, best_f1_threshold, predict_dev
@@ -111,11 +98,12 @@ def dev(models, config, input_size) -> None:
     click.echo("| model | dev AP | max-F1 threshold | F1 | " + " | ".join(f"AP {n}" for n in names) + " |")
     click.echo("| --- " * (4 + len(names)) + "|")
     for m in models:
-        try:
-            net, _ = load_model(m)
+        try:  # an .onnx (float, fp16, int8) runs on ONNX Runtime; weights on torch
+            det = load_detector(runtime="onnx" if m.lower().endswith(".onnx") else "torch", weights=m,
+                                threshold=0.02, nms_iou=0.4, input_size=input_size)
         except Exception as e:
             raise click.ClickException(f"cannot load {m}: {e}") from e
-        dets, gts = predict_dev(net, recs, input_size=input_size)
+        dets, gts = predict_dev(det, recs)
         thr, f1 = best_f1_threshold(dets, gts)
         per = [average_precision([d for d, src in zip(dets, source, strict=True) if src == n],
                                  [g for g, src in zip(gts, source, strict=True) if src == n]) for n in names]

@@ -6,7 +6,7 @@ numpy pre/post-processing and starts without importing torch.
 
 from .config import DEFAULT_VARIANT, STRIDES, VARIANTS, DetectorConfig, get_config
 from .postprocess import Detections, PostprocessConfig, nms, postprocess, postprocess_torch
-from .preprocess import Letterbox, letterbox, make_batch
+from .preprocess import Letterbox, letterbox
 
 _LAZY = {"FaceDetNet", "build_model"}
 
@@ -31,7 +31,6 @@ __all__ = [
     "build_model",
     "get_config",
     "letterbox",
-    "make_batch",
     "nms",
     "postprocess",
     "postprocess_torch",

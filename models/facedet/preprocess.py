@@ -46,14 +46,3 @@ def letterbox(image: np.ndarray, input_size: int = 640, multiple: int = 32) -> t
     out[:rh, :rw] = resized
     # exact scale per axis differs by rounding; use the mean so boxes round-trip within a pixel
     return out, Letterbox(scale=(rw / w + rh / h) / 2, width=w, height=h)
-
-
-def make_batch(images: list[np.ndarray], input_size: int = 640, multiple: int = 32):
-    """Letterbox every image and pad all to one shape: float32 NCHW BGR 0..255, and the mappings."""
-    boxed = [letterbox(im, input_size, multiple) for im in images]
-    H = max(b.shape[0] for b, _ in boxed)
-    W = max(b.shape[1] for b, _ in boxed)
-    batch = np.full((len(images), 3, H, W), PAD_VALUE, dtype=np.float32)
-    for i, (b, _) in enumerate(boxed):
-        batch[i, :, : b.shape[0], : b.shape[1]] = b.transpose(2, 0, 1)
-    return batch, [lb for _, lb in boxed]

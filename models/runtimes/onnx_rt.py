@@ -51,7 +51,8 @@ class OnnxRuntime(Runtime):
         self.threads = threads
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
-        self.precision = "fp32"
+        # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8
+        self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "fp32")
 
     def infer(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)

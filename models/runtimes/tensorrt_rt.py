@@ -172,7 +172,8 @@ def import_tensorrt():
 
 
 def build_engine(onnx_path: str | os.PathLike, precision: str, profile: dict, workspace_gb: float = 2.0,
-                 calibration_batches: Iterable[np.ndarray] | None = None) -> bytes:
+                 calibration_batches: Iterable[np.ndarray] | None = None,
+                 calibration_cache: str | os.PathLike | None = None) -> bytes:
     """Serialized engine from an ONNX file (TensorRT >= 8.6 Python API)."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -193,10 +194,12 @@ def build_engine(onnx_path: str | os.PathLike, precision: str, profile: dict, wo
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
-        if calibration_batches is None:
-            raise ValueError("int8 needs calibration_batches (letterboxed float32 NCHW batches of real frames)")
+        cached = calibration_cache is not None and Path(calibration_cache).is_file()
+        if calibration_batches is None and not cached:
+            raise ValueError("int8 needs calibration frames (`facestream compress quantize --target tensorrt`) "
+                             "or the calibration cache they leave beside the engine")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _make_calibrator(trt, list(calibration_batches))
+        config.int8_calibrator = make_calibrator(trt, list(calibration_batches or []), calibration_cache)
         config.set_calibration_profile(prof)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
@@ -204,8 +207,13 @@ def build_engine(onnx_path: str | os.PathLike, precision: str, profile: dict, wo
     return bytes(engine)
 
 
-def _make_calibrator(trt, batches: list[np.ndarray]):
+def make_calibrator(trt, batches: list[np.ndarray], cache_path: str | os.PathLike | None = None):
+    """TensorRT's entropy calibrator over the calibration set (training/compress/calibration.py's square,
+    letterboxed frames). The ranges it finds are written to `cache_path` (beside the engine), and read back
+    from there when present, so rebuilding the engine (a new TensorRT, another GPU) needs no frames."""
     import torch
+
+    cache = Path(cache_path) if cache_path is not None else None
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -215,7 +223,7 @@ def _make_calibrator(trt, batches: list[np.ndarray]):
             self.buf = None
 
         def get_batch_size(self):
-            return int(self.batches[0].shape[0])
+            return int(self.batches[0].shape[0]) if self.batches else 1
 
         def get_batch(self, names):
             if self.i >= len(self.batches):
@@ -225,10 +233,14 @@ def _make_calibrator(trt, batches: list[np.ndarray]):
             return [int(self.buf.data_ptr())]
 
         def read_calibration_cache(self):
-            return None
+            return cache.read_bytes() if cache is not None and cache.is_file() else None
 
-        def write_calibration_cache(self, cache):
-            return None
+        def write_calibration_cache(self, data):
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp")
+                tmp.write_bytes(bytes(data))
+                os.replace(tmp, cache)
 
     return Calibrator()
 
@@ -266,7 +278,8 @@ class TensorRTRuntime(Runtime):
         self.engine_path = engine_path(cache_dir, expected)
         blob, self.built = load_or_build(
             self.engine_path, expected,
-            lambda: build_engine(onnx_path, precision, profile, workspace_gb, calibration_batches),
+            lambda: build_engine(onnx_path, precision, profile, workspace_gb, calibration_batches,
+                                 self.engine_path.with_suffix(".calib")),
         )
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._trt_logger).deserialize_cuda_engine(blob)

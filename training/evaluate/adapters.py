@@ -66,3 +66,40 @@ def load_eval_model(spec: str | Path, *, min_score: float = 0.02, max_size: int 
 
     t = load_teacher(spec, score_threshold=min_score, max_size=max_size, threads=threads)
     return EvalModel(name or t.name, t, t.default_threshold, t.kind, t)
+
+
+class ModelLoadError(RuntimeError):
+    """The model spec could not be loaded (unreadable file, missing runtime)."""
+
+
+class WiderDataError(FileNotFoundError):
+    """No WIDER images + ground truth where they were expected."""
+
+
+def wider_eval(spec: str | Path, *, data_dir: Path | None = None, images_dir: Path | None = None,
+               gt_dir: Path | None = None, threshold: float | None = None, min_score: float = 0.02,
+               max_size: int | None = None, runtime: str = "auto", threads: int = 2, name: str | None = None,
+               progress: bool = True, pred_dir: Path | None = None):
+    """The official WIDER evaluation of one model spec (`facestream eval wider`, the compression gate).
+
+    data_dir holds images/ and ground_truth/ (and optionally wider_face_val_bbx_gt.txt for attributes).
+    threshold: for P/R/F1 (default: the model's shipped threshold)."""
+    from .wider import evaluate_detector
+
+    data_dir = Path(data_dir) if data_dir else None
+    images_dir = Path(images_dir) if images_dir else (data_dir / "images" if data_dir else None)
+    gt_dir = Path(gt_dir) if gt_dir else (data_dir / "ground_truth" if data_dir else None)
+    if images_dir is None or gt_dir is None or not (gt_dir / "wider_face_val.mat").exists():
+        raise WiderDataError("need a WIDER data folder (with images/ and ground_truth/) or images and gt folders")
+    bbx = next((c for c in ((data_dir / "wider_face_val_bbx_gt.txt") if data_dir else None,
+                            gt_dir.parent / "wider_face_val_bbx_gt.txt") if c is not None and c.exists()), None)
+    try:
+        m = load_eval_model(spec, min_score=min_score, max_size=max_size, threads=threads, runtime=runtime,
+                            name=name)
+    except Exception as e:  # unreadable model, missing runtime: one clear line, not a traceback
+        raise ModelLoadError(f"cannot load {spec}: {e}") from e
+    res = evaluate_detector(m.detect_fn, images_dir, gt_dir, threshold=m.default_threshold if threshold is None
+                            else threshold, min_score=min_score, name=m.name, bbx_gt_txt=bbx, progress=progress,
+                            pred_dir=pred_dir)
+    res.extra.update({"model": str(spec), "kind": m.kind, "min_score": min_score, "max_size": max_size})
+    return res

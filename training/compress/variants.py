@@ -1,0 +1,128 @@
+"""Make a compressed variant of any facestream model: prune + fine-tune, or quantize (INT8 / FP16).
+
+Every variant is a normal model file (a .safetensors with its ONNX beside it, or an .onnx) whose metadata
+says what it was made from and how; `card()` writes the markdown card beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from models.facedet.weights import file_sha256, load_model, read_meta, save_weights
+
+from .calibration import calibration_batches, calibration_frames, config_frames
+from .prune import prune_model
+from .quantize import convert_fp16, quantize_int8
+
+log = logging.getLogger(__name__)
+
+
+def float_onnx(model: Path) -> Path:
+    """The float ONNX of a model: itself when it is one, else its export (sibling or the model cache)."""
+    if model.suffix.lower() == ".onnx":
+        return model
+    from models.detector import onnx_for_weights
+
+    return onnx_for_weights(model, read_meta(model))
+
+
+def quantize_variant(model: Path, out: Path, precision: str = "int8", *, calib: list[Path] | None = None,
+                     config: Path | None = None, frames: int = 64, method: str = "percentile",
+                     keep_float: str = "none") -> Path:
+    src = float_onnx(model)
+    if precision == "fp16":
+        return convert_fp16(src, out)
+    if precision != "int8":
+        raise ValueError(f"precision {precision!r}: int8 or fp16")
+    if calib:
+        imgs = calibration_frames(calib, frames)
+    elif config is not None:
+        imgs = config_frames(config, frames)
+    else:
+        raise ValueError("INT8 needs calibration frames: give --calib (images, folders, videos) or --config")
+    size = read_meta_any(src).config.input_size
+    return quantize_int8(src, out, calibration_batches(imgs, size), method=method, keep_float=keep_float)
+
+
+def read_meta_any(path: Path):
+    from models.facedet.export import read_onnx_meta
+
+    return read_onnx_meta(path)[0] if path.suffix.lower() == ".onnx" else read_meta(path, with_sha=False)
+
+
+def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs: int = 12,
+                  max_hours: float | None = None, lr: float = 1e-3, version: str | None = None,
+                  **overrides) -> dict:
+    """Prune `model` by `ratio`, fine-tune it with `config`'s recipe (run folder `out`, resumable),
+    calibrate its threshold on the dev split and write out/<name>.safetensors + .onnx."""
+    from training.config import load_config
+    from training.export import release
+    from training.train import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    src, meta = load_model(model)
+    provenance = {"pruned_from": f"{meta.name} {meta.version} ({meta.sha256[:12]})", "prune_ratio": str(ratio),
+                  "prune_method": "structured channels, BatchNorm |gamma| per coupled group",
+                  "finetune_epochs": str(epochs), "finetune_config": str(config)}
+    init = out / "pruned-init.safetensors"
+    if not init.exists():
+        pruned = prune_model(src, ratio)
+        save_weights(pruned, init, name=pruned.cfg.name, version="0", trained_on=meta.trained_on,
+                     threshold=meta.threshold, **provenance)
+    cfg = load_config(config, init=str(init), out=str(out), epochs=epochs, max_hours=max_hours, lr=lr,
+                      warmup_iters=50, **overrides)
+    train(cfg)
+    ckpt = out / "best.safetensors" if (out / "best.safetensors").exists() else out / "last.safetensors"
+    name = read_meta(init, with_sha=False).name
+    res = release(ckpt, out / name, name, version or meta.version, cfg, extra_meta=provenance)
+    return res
+
+
+def model_stats(path: Path) -> dict:
+    """Parameters, MACs at 640x640 and file size of a model file (ONNX graph for .onnx)."""
+    import torch
+
+    from models.facedet.network import build_model
+
+    meta = read_meta_any(path)
+    net = build_model(meta.config).eval()
+    params = sum(p.numel() for p in net.parameters())
+    macs = 0
+
+    def hook(m, inp, outp):
+        nonlocal macs
+        w = m.weight
+        macs += outp.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 640, 640))
+    for h in hs:
+        h.remove()
+    return {"params": params, "gmacs_640": macs / 1e9, "file_kb": path.stat().st_size / 1024,
+            "sha256": file_sha256(path)}
+
+
+def card(path: Path, gate_md: str = "") -> Path:
+    """The variant's card, beside it: what it is, where it came from, its size and its gate result."""
+    from models.facedet.export import read_onnx_meta
+
+    if path.suffix.lower() == ".onnx":
+        meta, md = read_onnx_meta(path)
+        how = json.loads(md.get("compression", "{}") or "{}")
+        precision = md.get("precision", "fp32")
+    else:
+        meta = read_meta(path)
+        how = {k: v for k, v in meta.extra.items() if k.startswith(("prune", "finetune"))}
+        precision = "fp32"
+    st = model_stats(path)
+    lines = [f"# {path.name}: {meta.name} {meta.version}, {precision}", "",
+             f"- made from: {meta.extra.get('pruned_from') or meta.extra.get('compressed_from') or meta.sha256}",
+             f"- how: `{json.dumps(how, sort_keys=True)}`",
+             f"- threshold: {meta.threshold}", f"- parameters: {st['params']:,}; {st['gmacs_640']:.2f} GMACs "
+             f"at 640x640; file {st['file_kb']:.0f} KB", "", gate_md]
+    out = path.with_suffix(".md")
+    out.write_text("\n".join(lines).rstrip() + "\n")
+    return out
