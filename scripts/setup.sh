@@ -29,7 +29,8 @@ fi
 
 # -- system packages ---------------------------------------------------------------------------------
 WANT=(openssl python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+      docker-compose)  # docker-compose: tests validate docker/docker-compose.yml offline (`config -q`)
 redis_up || command -v redis-server >/dev/null 2>&1 || WANT+=(redis-server)
 if ! command -v "$PY" >/dev/null 2>&1; then WANT+=(python3 python3-venv)
 elif [[ "$(command -v "$PY")" == /usr/bin/* ]]; then WANT+=(python3-venv)  # Debian splits out ensurepip

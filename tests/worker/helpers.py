@@ -73,7 +73,7 @@ def publish_frame(
 def read_events(r: Any, stream: str) -> list:
     from core.schema import DetectionEvent
 
-    return [DetectionEvent.model_validate_json(f[b"event"]) for _, f in r.xrange(stream)]
+    return [DetectionEvent.from_fields(f) for _, f in r.xrange(stream)]
 
 
 
