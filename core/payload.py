@@ -33,3 +33,17 @@ def decode_payload(data: bytes, codec: PayloadCodec | str, width: int | None = N
     if width is not None and height is not None and (img.shape[1], img.shape[0]) != (width, height):
         raise PayloadError(f"payload is {img.shape[1]}x{img.shape[0]}, FrameRef says {width}x{height}")
     return img
+
+
+def decode_jpegs_on_device(datas: list[bytes], device) -> list:
+    """A batch of JPEG payloads decoded on a CUDA device (nvJPEG through torchvision): HxWx3 BGR uint8
+    device tensors. Raises on any undecodable payload (callers fall back to `decode_payload` one by one to
+    find it)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if any(not d for d in datas):
+        raise PayloadError("empty payload")
+    raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    imgs = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+    return [im.permute(1, 2, 0).flip(-1) for im in imgs]  # CHW RGB -> HWC BGR, the serving layout

@@ -223,6 +223,12 @@ class WorkerSettings(_Section):
     heartbeat_interval_ms: int = Field(
         2_000, ge=100, le=60_000, description="period of the worker heartbeat hash and lag sampling"
     )
+    cuda_graphs: bool = Field(
+        True, description="torch on CUDA: replay one CUDA graph per (batch-size bucket, frame shape)"
+    )
+    gpu_decode: bool = Field(
+        True, description="torch on CUDA: decode JPEG payloads in batches on the GPU (CPU decode otherwise)"
+    )
 
 
 class LogSettings(_Section):

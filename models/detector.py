@@ -54,6 +54,14 @@ __all__ = [
 ]
 
 
+def _check_image(i: int, im) -> None:
+    if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.size == 0:
+        shape = getattr(im, "shape", type(im).__name__)
+        raise ValueError(f"image {i}: expected a BGR uint8 HxWx3 array, got {shape}")
+    if im.dtype != np.uint8:
+        raise ValueError(f"image {i}: expected dtype uint8, got {im.dtype}")
+
+
 @dataclass
 class Detector:
     runtime: Runtime
@@ -76,11 +84,7 @@ class Detector:
         """Letterbox and group by padded shape: [(batch float32 NCHW, image indices, letterboxes)]."""
         groups: dict[tuple[int, int], list[tuple[int, np.ndarray, Letterbox]]] = defaultdict(list)
         for i, im in enumerate(images):
-            if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.size == 0:
-                shape = getattr(im, "shape", type(im).__name__)
-                raise ValueError(f"image {i}: expected a BGR uint8 HxWx3 array, got {shape}")
-            if im.dtype != np.uint8:
-                raise ValueError(f"image {i}: expected dtype uint8, got {im.dtype}")
+            _check_image(i, im)
             boxed, lb = letterbox(im, self.input_size or max(im.shape[:2]), self.config.pad_multiple)
             groups[boxed.shape[:2]].append((i, boxed, lb))
         out = []
@@ -112,6 +116,15 @@ class Detector:
         if not images:
             return []
         t0 = time.perf_counter()
+        if getattr(self.runtime, "device_preprocess", False):  # torch on CUDA: letterbox + NMS on the GPU
+            for i, im in enumerate(images):
+                if isinstance(im, np.ndarray):
+                    _check_image(i, im)
+            dets = self.runtime.detect_frames(images, self.input_size, self.config.pad_multiple, self.post,
+                                              self.config.landmarks)
+            if timings is not None:
+                timings["infer_ms"] = timings.get("infer_ms", 0.0) + 1e3 * (time.perf_counter() - t0)
+            return dets
         groups = self.preprocess(images)
         t1 = time.perf_counter()
         results: list[Detections | None] = [None] * len(images)

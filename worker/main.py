@@ -53,6 +53,12 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _torch_runtime(ws) -> bool:
+    from models.detector import pick_runtime
+
+    return pick_runtime(ws.runtime, None if ws.device == "auto" else ws.device) == "torch"
+
+
 def load_worker_detector(settings: Settings):
     """The detector the worker settings describe; DetectorLoadError with a clear message otherwise."""
     ws = settings.worker
@@ -68,6 +74,7 @@ def load_worker_detector(settings: Settings):
             input_size=ws.input_size,
             device=None if ws.device == "auto" else ws.device,
             threads=ws.threads or None,
+            **({"cuda_graphs": ws.cuda_graphs, "max_batch": ws.max_batch} if _torch_runtime(ws) else {}),
         )
     except Exception as exc:
         raise DetectorLoadError(f"cannot load the face detector: {exc}") from exc
@@ -138,7 +145,7 @@ class Worker:
             self.r, self.keys, self.worker_id,
             claim_idle_ms=self.ws.claim_idle_ms, max_deliveries=self.ws.max_deliveries,
         )
-        self.pipeline = Pipeline(self.detector, self.worker_id)
+        self.pipeline = Pipeline(self.detector, self.worker_id, gpu_decode=self.ws.gpu_decode)
         self.publisher = EventPublisher(
             self.r, self.keys, self.consumer.group, self.worker_id,
             events_maxlen=self.ws.events_maxlen, guard_ttl_ms=self.ws.event_guard_ttl_ms,
@@ -351,7 +358,7 @@ class Worker:
             for w in fresh:
                 pipe.get(w.ref.key)
             payloads = pipe.execute()
-        ready: list[Work] = []
+        fetched: list[tuple[Work, bytes]] = []
         for w, payload in zip(fresh, payloads, strict=True):
             if payload is None:
                 if w.ref.source.kind == "replay":  # replays never drop: a missing payload is an error
@@ -361,7 +368,10 @@ class Worker:
                     self._drop(w, "expired_payload", "stale_expired")
                     stale_ids.append(w.entry)
                 continue
-            self.pipeline.decode(w, payload)
+            fetched.append((w, payload))
+        self.pipeline.decode_batch(fetched)
+        ready: list[Work] = []
+        for w, _ in fetched:
             if w.error:
                 self._dead(w.entry, w.error, camera=w.ref.camera_id)
                 continue

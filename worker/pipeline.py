@@ -12,13 +12,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.payload import PayloadError, decode_payload
+from core.payload import PayloadError, decode_jpegs_on_device, decode_payload
 from core.schema import (
     Detection,
     DetectionEvent,
     FrameInfo,
     FrameRef,
     ModelInfo,
+    PayloadCodec,
     Timings,
     event_id_for,
 )
@@ -93,9 +94,13 @@ class Work:
 class Pipeline:
     """Decode + batched inference + event building for one worker."""
 
-    def __init__(self, detector: DetectorLike, worker_id: str):
+    def __init__(self, detector: DetectorLike, worker_id: str, gpu_decode: bool = True):
         self.detector = detector
         self.worker_id = worker_id
+        rt = getattr(detector, "runtime", None)
+        # JPEG batches decode on the GPU when the detector letterboxes there too (torch on CUDA)
+        self.decode_device = (getattr(rt, "dev", None) if gpu_decode and getattr(rt, "device_preprocess", False)
+                              and str(getattr(rt, "device", "cpu")).startswith("cuda") else None)
 
     @property
     def model_info(self) -> ModelInfo:
@@ -110,6 +115,30 @@ class Pipeline:
         except Exception as exc:  # cv2 raises cv2.error on some garbage
             work.error = f"decode_error: {type(exc).__name__}: {exc}"
         work.decode_ms = (time.perf_counter() - t0) * 1000
+
+    def decode_batch(self, items: Sequence[tuple[Work, bytes]]) -> None:
+        """Decode every payload: one nvJPEG batch on the GPU when possible, else (or when any payload in
+        the batch is bad) one by one on the CPU, which marks exactly the bad ones."""
+        jpeg = [(w, p) for w, p in items if w.ref.codec is PayloadCodec.jpeg]
+        if self.decode_device is not None and jpeg:
+            t0 = time.perf_counter()
+            try:
+                imgs = decode_jpegs_on_device([p for _, p in jpeg], self.decode_device)
+            except Exception:
+                imgs = None
+            if imgs is not None:
+                ms = (time.perf_counter() - t0) * 1000 / len(jpeg)
+                for (w, _), im in zip(jpeg, imgs, strict=True):
+                    h, wd = int(im.shape[0]), int(im.shape[1])
+                    if (wd, h) != (w.ref.payload_width, w.ref.payload_height):
+                        w.error = (f"decode_error: payload is {wd}x{h}, FrameRef says "
+                                   f"{w.ref.payload_width}x{w.ref.payload_height}")
+                    else:
+                        w.image = im
+                    w.decode_ms = ms
+                items = [(w, p) for w, p in items if w.ref.codec is not PayloadCodec.jpeg]
+        for w, p in items:
+            self.decode(w, p)
 
     def infer(self, works: Sequence[Work]) -> float:
         """Run the detector on every decoded frame in ``works`` as one batch; returns infer ms.

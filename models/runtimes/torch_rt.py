@@ -16,7 +16,8 @@ class TorchRuntime(Runtime):
     name = "torch"
 
     def __init__(self, model, device=None, fp16: bool | None = None, channels_last: bool | None = None,
-                 cuda_graphs: bool = False, max_graphs: int = 8, threads: int | None = None):
+                 cuda_graphs: bool = False, max_graphs: int = 16, threads: int | None = None,
+                 device_preprocess: bool | None = None, max_batch: int | None = None):
         import torch
 
         if threads:
@@ -46,6 +47,18 @@ class TorchRuntime(Runtime):
             m = m.to(memory_format=torch.channels_last)
         self.model = m
         self.dtype = torch.float16 if self.fp16 else torch.float32
+        # letterbox + NMS on the device, uint8 uploads (torch_batch.py); the default on CUDA
+        self.device_preprocess = on_gpu if device_preprocess is None else bool(device_preprocess)
+        self.max_batch = max_batch
+        self._batch_path = None
+
+    def detect_frames(self, frames: list, input_size: int, multiple: int, post, landmarks: bool = True):
+        """uint8 frames (numpy or device tensors) -> Detections in original pixels, all on the device."""
+        if self._batch_path is None:
+            from .torch_batch import DeviceBatchPath
+
+            self._batch_path = DeviceBatchPath(self, max_batch=self.max_batch or 64)
+        return self._batch_path.detect(frames, input_size, multiple, post, landmarks)
 
     def _prep(self, x):
         x = x.to(self.dev, non_blocking=True).to(self.dtype)

@@ -105,3 +105,30 @@ def test_tensorrt_parity_and_cache(weights, tmp_path, precision):
     x = np.random.default_rng(3).uniform(0, 255, (4, 3, 480, 640)).astype(np.float32)
     tol = 3e-2 if precision == "fp16" else 2e-3
     np.testing.assert_allclose(det.runtime.infer(x)[0], ref.runtime.infer(x)[0], atol=tol)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("graphs", [False, True])
+def test_gpu_batch_path_finds_the_faces_the_cpu_path_finds(graphs):
+    """uint8 upload, letterbox + NMS on the GPU, fp16, CUDA graphs per bucket vs the CPU serving path, on real
+    frames of the bundled clip; and GPU JPEG decode feeding it."""
+    import cv2
+    from torchvision.ops import box_iou
+
+    from core.payload import decode_jpegs_on_device
+    from models.detector import load_detector
+    from training.compress.calibration import calibration_frames
+
+    shipped = ROOT / "models/weights/fsdet-m.safetensors"
+    frames = calibration_frames([ROOT / "facestream/assets/face-demographics-walking-and-pause.mp4"], 4)
+    cpu = load_detector("onnx", shipped, threshold=0.3)
+    gpu = load_detector("torch", shipped, device="cuda", threshold=0.3, cuda_graphs=graphs)
+    assert gpu.runtime.device_preprocess
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+    on_gpu = decode_jpegs_on_device(jpegs, "cuda")
+    for inputs in (frames, on_gpu):
+        for a, b in zip(cpu.detect(frames), gpu.detect(inputs), strict=True):
+            assert len(a) > 0
+            iou = box_iou(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes))
+            assert (iou.max(1).values > 0.8).float().mean() >= 0.9

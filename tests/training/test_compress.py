@@ -16,7 +16,7 @@ from models.facedet.export import read_onnx_meta
 from models.facedet.weights import file_sha256, load_model, random_model, save_weights
 from training.compress.calibration import calibration_frames
 from training.compress.prune import prune_model, prune_state, tensor_groups
-from training.compress.quantize import decode_nodes, head_output_convs
+from training.compress.quantize import decode_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models/weights/fsdet-m.safetensors"
