@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def bench_one(model, batch: int, size: int, iters: int, warmup: int, device, fp16: bool, graphs: bool) -> dict:
+def bench_one(model, batch: int, size: int, iters: int, warmup: int, device, fp16: bool, graphs: bool,
+              height: int | None = None) -> dict:
     import torch
 
     dtype = torch.float16 if fp16 else torch.float32
-    x = (torch.rand(batch, 3, size, size, device=device) * 255).to(dtype)
+    x = (torch.rand(batch, 3, height or size, size, device=device) * 255).to(dtype)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     run = None
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="fsdet-s,fsdet-m,fsdet-l")
     ap.add_argument("--weights", type=Path, default=None, help="time this trained file instead of variants")
     ap.add_argument("--batches", default="1,8,32,128")
-    ap.add_argument("--size", type=int, default=640)
+    ap.add_argument("--size", type=int, default=640, help="input width (and height unless --height)")
+    ap.add_argument("--height", type=int, default=None, help="input height (640x384: --size 640 --height 384)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--no-graphs", action="store_true")
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
             m = m.to(memory_format=torch.channels_last)
         for b in batches:
             try:
-                r = bench_one(m, b, args.size, args.iters, args.warmup, device, fp16, graphs)
+                r = bench_one(m, b, args.size, args.iters, args.warmup, device, fp16, graphs, args.height)
             except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
                 r = {"batch": b, "error": f"OOM: {exc}"}
                 torch.cuda.empty_cache()
@@ -118,13 +120,15 @@ def main(argv=None) -> int:
     doc = {
         "card": card, "device": str(device), "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None, "precision": "fp16" if fp16 else "fp32",
-        "channels_last": cuda, "cuda_graphs": graphs, "size": args.size, "iters": args.iters,
+        "channels_last": cuda, "cuda_graphs": graphs, "size": args.size,
+        "height": args.height or args.size, "iters": args.iters,
         "warmup": args.warmup, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
     print(f"\n{card}, torch {torch.__version__}, {doc['precision']}, channels_last={cuda}, "
-          f"CUDA graphs={graphs}, {args.size}x{args.size}, {args.iters} iterations after {args.warmup} warm-up\n")
+          f"CUDA graphs={graphs}, {args.size}x{args.height or args.size}, {args.iters} iterations after "
+          f"{args.warmup} warm-up\n")
     print("| model | " + " | ".join(f"batch {b} frames/s" for b in batches) + " |")
     print("| --- |" + " --- |" * len(batches))
     for name in models:
