@@ -43,7 +43,7 @@ CLIP = ROOT / "facestream/assets/face-demographics-walking-and-pause.mp4"
 def payloads(n: int) -> list[tuple[bytes, int, int]]:
     import cv2
 
-    from training.evaluate.footage_labels import iter_video_frames
+    from core.video import iter_video_frames
 
     _, frames = iter_video_frames(CLIP, every=5)
     out = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,33 +135,17 @@ def run_images(items: list[Item], det, out: Path, fmt: str, batch: int, annotate
     return failed
 
 
-def iter_video(path: Path, every: int) -> Iterator[tuple[int, object, np.ndarray]]:
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i % every == 0:
-                yield i, frame, frame.to_ndarray(format="bgr24")
-
-
-def video_rate(path: Path):
-    import av
-
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return s.average_rate or s.base_rate, s.frames
-
-
 def run_video(it: Item, det, out: Path, fmt: str, batch: int, every: int, annotate: bool, quiet: bool) -> None:
     from fractions import Fraction
 
     import av
     from tqdm import tqdm
 
-    rate, nframes = video_rate(it.path)
-    rate = Fraction(rate or 25) / every
+    from core.video import iter_video_frames
+
+    info, frames = iter_video_frames(it.path, every)
+    nframes = info["frames"] or 0
+    rate = Fraction(info["fps"] or 25).limit_denominator(1001) / every
     writer = stream = None
     enc_path = (out / it.rel).with_suffix(".mp4")
     frames_json: list[dict] = []
@@ -170,10 +153,10 @@ def run_video(it: Item, det, out: Path, fmt: str, batch: int, every: int, annota
 
     def flush(pending):
         nonlocal writer, stream
-        dets = det.detect([p[2] for p in pending])
-        for (idx, frame, img), d in zip(pending, dets, strict=True):
-            rec = {"index": idx, "pts": frame.pts,
-                   "time": None if frame.time is None else round(float(frame.time), 4), **det_to_json(d)}
+        dets = det.detect([p.bgr for p in pending])
+        for vf, d in zip(pending, dets, strict=True):
+            idx, img = vf.index, vf.bgr
+            rec = {"index": idx, "pts": vf.pts, "time": None if vf.t is None else round(vf.t, 4), **det_to_json(d)}
             frames_json.append(rec)
             if fmt == "wider":
                 p = out / it.rel.with_suffix("") / f"{it.path.stem}_{idx:06d}.txt"
@@ -196,8 +179,8 @@ def run_video(it: Item, det, out: Path, fmt: str, batch: int, every: int, annota
                disable=quiet, leave=False)
     pending: list = []
     try:
-        for rec in iter_video(it.path, every):
-            width, height = rec[2].shape[1], rec[2].shape[0]
+        for rec in frames:
+            width, height = rec.bgr.shape[1], rec.bgr.shape[0]
             pending.append(rec)
             if len(pending) >= batch:
                 flush(pending)

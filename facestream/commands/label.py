@@ -78,6 +78,7 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
     import cv2
     from tqdm import tqdm
 
+    from core.video import iter_video_frames
     from training.distill.label import (
         TeacherEnsemble,
         fill_missing,
@@ -86,7 +87,6 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         list_images,
     )
     from training.distill.teachers import load_teacher
-    from training.evaluate.footage_labels import iter_video_frames
     from training.widerio import read_wider_labels, write_wider_labels
 
     if (images_dir is None) == (video is None):

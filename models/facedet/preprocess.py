@@ -26,23 +26,37 @@ class Letterbox:
         return b, k
 
 
-def padded_size(w: int, h: int, input_size: int, multiple: int = 32) -> tuple[float, int, int, int, int]:
-    """scale, resized w/h, padded w/h."""
-    scale = input_size / max(w, h)
+def scaled_size(w: int, h: int, scale: float, multiple: int = 32) -> tuple[int, int, int, int]:
+    """Resized w/h at `scale`, and padded w/h (multiples of `multiple`)."""
     rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-    pw = -(-rw // multiple) * multiple
-    ph = -(-rh // multiple) * multiple
-    return scale, rw, rh, pw, ph
+    return rw, rh, -(-rw // multiple) * multiple, -(-rh // multiple) * multiple
 
 
-def letterbox(image: np.ndarray, input_size: int = 640, multiple: int = 32) -> tuple[np.ndarray, Letterbox]:
-    """BGR uint8 HxWx3 -> padded BGR uint8 and the mapping back."""
+def padded_size(w: int, h: int, input_size: int, multiple: int = 32) -> tuple[float, int, int, int, int]:
+    """scale, resized w/h, padded w/h when the long side becomes `input_size`."""
+    scale = input_size / max(w, h)
+    return (scale, *scaled_size(w, h, scale, multiple))
+
+
+def resize_pad(image: np.ndarray, scale: float, multiple: int = 32, fixed: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, Letterbox]:
+    """BGR uint8 resized by `scale` (cv2 bilinear), zero-padded right/bottom to a multiple of `multiple` or to
+    the `fixed` (w, h) canvas of a fixed-input model; and the mapping back."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a BGR image HxWx3, got shape {image.shape}")
     h, w = image.shape[:2]
-    _, rw, rh, pw, ph = padded_size(w, h, input_size, multiple)
+    rw, rh, pw, ph = scaled_size(w, h, scale, multiple)
+    if fixed is not None:
+        pw, ph = fixed
     resized = image if (rw, rh) == (w, h) else cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
     out = np.full((ph, pw, 3), PAD_VALUE, dtype=np.uint8)
-    out[:rh, :rw] = resized
+    out[:rh, :rw] = resized[:ph, :pw]
     # exact scale per axis differs by rounding; use the mean so boxes round-trip within a pixel
     return out, Letterbox(scale=(rw / w + rh / h) / 2, width=w, height=h)
+
+
+def letterbox(image: np.ndarray, input_size: int = 640, multiple: int = 32) -> tuple[np.ndarray, Letterbox]:
+    """BGR uint8 HxWx3 -> padded BGR uint8 (long side `input_size`) and the mapping back."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a BGR image HxWx3, got shape {image.shape}")
+    return resize_pad(image, input_size / max(image.shape[:2]), multiple)

@@ -26,7 +26,7 @@ class CalibrationError(ValueError):
 
 
 def _video_frames(path: Path, n: int) -> list[np.ndarray]:
-    from training.evaluate.footage_labels import iter_video_frames
+    from core.video import iter_video_frames
 
     info, frames = iter_video_frames(path)
     total = info.get("frames") or 0

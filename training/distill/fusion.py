@@ -17,15 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    a = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    b = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    union = a + b - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from training.evaluate.metrics import iou_xyxy
 
 
 def weighted_box_fusion(dets: Sequence[np.ndarray], landmarks: Sequence[np.ndarray | None] | None = None,
@@ -76,7 +68,7 @@ def weighted_box_fusion(dets: Sequence[np.ndarray], landmarks: Sequence[np.ndarr
     for i in order:
         j = -1
         if n:
-            ov = _iou_one_to_many(boxes[i], f_box[:n])
+            ov = iou_xyxy(boxes[i][None], f_box[:n])[0]
             k = int(np.argmax(ov))
             if ov[k] > iou_thr:
                 j = k

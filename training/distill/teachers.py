@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from models.facedet.postprocess import nms  # one NMS for the project
+from models.facedet.preprocess import resize_pad  # one letterbox for the project
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,6 @@ def make_session(path: str | Path, threads: int = 2, model_bytes: bytes | None =
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(model_bytes if model_bytes is not None else str(path), so,
                                 providers=["CPUExecutionProvider"])
-
-
-def resize_pad(bgr: np.ndarray, scale: float, multiple: int = 32, fixed: tuple[int, int] | None = None
-               ) -> tuple[np.ndarray, float]:
-    """Resize by ``scale``, pad right/bottom with 0 to a multiple of ``multiple`` (or to ``fixed`` (w,h))."""
-    h, w = bgr.shape[:2]
-    rw, rh = max(1, round(w * scale)), max(1, round(h * scale))
-    img = bgr if (rw, rh) == (w, h) else cv2.resize(bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    if fixed is not None:
-        pw, ph = fixed
-    else:
-        pw, ph = -(-rw // multiple) * multiple, -(-rh // multiple) * multiple
-    out = np.zeros((ph, pw, 3), np.uint8)
-    out[:rh, :rw] = img[:ph, :pw]
-    return out, (rw / w + rh / h) / 2
 
 
 def _finish(boxes: np.ndarray, scores: np.ndarray, lms: np.ndarray | None, scale: float, w: int, h: int,
@@ -107,7 +93,8 @@ class Teacher:
 
     def detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         h, w = bgr.shape[:2]
-        img, scale = resize_pad(bgr, self._scale(w, h), 32, self.fixed)
+        img, lb = resize_pad(bgr, self._scale(w, h), 32, self.fixed)
+        scale = lb.scale
         boxes, scores, lms = self._run(img)
         m = scores >= self.score_threshold
         boxes, scores = boxes[m], scores[m]
@@ -368,7 +355,8 @@ class BlazeFace:
     def detect(self, bgr: np.ndarray) -> tuple[np.ndarray, None]:
         h, w = bgr.shape[:2]
         scale = self.size / max(w, h)
-        img, scale = resize_pad(bgr, scale, 1, (self.size, self.size))
+        img, lb = resize_pad(bgr, scale, 1, (self.size, self.size))
+        scale = lb.scale
         x = (img[:, :, ::-1].astype(np.float32) / 127.5 - 1.0)[None]
         self.it.set_tensor(self.inp["index"], x)
         self.it.invoke()

@@ -28,13 +28,15 @@ import csv
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+
+from core.video import iter_video_frames
 
 FORMAT = "facestream-footage-labels"
 VERSION = 1
@@ -359,43 +361,6 @@ def load_labels(path: str | Path, fmt: str = "auto", **mot_kw) -> FootageLabels:
 
 
 # ------------------------------------------------------------------------------ bootstrapping labels
-
-@dataclass
-class VideoFrame:
-    index: int  # 0-based, presentation order
-    pts: int | None
-    t: float | None  # seconds
-    bgr: np.ndarray
-
-
-def iter_video_frames(path: str | Path, every: int = 1) -> tuple[dict, Iterator[VideoFrame]]:
-    """Open a video with PyAV (the decoder ingest uses, so indices and PTS agree with a replay).
-
-    Returns (info {width, height, fps, time_base, frames}, iterator over every ``every``-th frame).
-    """
-    import av
-
-    container = av.open(str(path))
-    stream = container.streams.video[0]
-    rate = stream.average_rate or stream.guessed_rate
-    info = {"width": stream.codec_context.width, "height": stream.codec_context.height,
-            "fps": float(rate) if rate else 0.0, "time_base": stream.time_base,
-            "frames": int(stream.frames or 0) or None}
-
-    def gen() -> Iterator[VideoFrame]:
-        try:
-            for i, frame in enumerate(container.decode(stream)):
-                if i % every:
-                    continue
-                pts = frame.pts
-                tb = frame.time_base or stream.time_base
-                t = float(pts * tb) if pts is not None and tb else None
-                yield VideoFrame(i, pts, t, frame.to_ndarray(format="bgr24"))
-        finally:
-            container.close()
-
-    return info, gen()
-
 
 def label_video(video: str | Path, out: str | Path, labeller: Callable[[np.ndarray], Any], *, every: int = 1,
                 threshold: float = 0.5, ignore_below: float | None = 0.3, meta: dict | None = None,

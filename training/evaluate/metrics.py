@@ -1,4 +1,4 @@
-"""Small, dependency-free detection metrics shared by the evaluators (numpy only)."""
+"""Small detection metrics shared by the evaluators (IoU from torchvision)."""
 
 from __future__ import annotations
 
@@ -43,31 +43,21 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def iou_voc(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """(K,N) IoU with the VOC "+1" pixel convention (areas (x2-x1+1)*(y2-y1+1)), as WIDER's evaluation."""
-    a = np.asarray(a_xyxy, np.float64).reshape(-1, 4)
-    b = np.asarray(b_xyxy, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ov = np.where(union > 0, inter / union, 0.0)
-    ov[(iw <= 0) | (ih <= 0)] = 0.0
-    return ov
-
-
 def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(K,N) plain continuous IoU (no +1), for fusion / label merging."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    """(K,N) plain continuous IoU (no +1): torchvision's box_iou in float64."""
+    import torch
+    from torchvision.ops import box_iou
+
+    a = torch.from_numpy(np.asarray(a, np.float64).reshape(-1, 4))
+    b = torch.from_numpy(np.asarray(b, np.float64).reshape(-1, 4))
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    return box_iou(a, b).nan_to_num_(0.0).numpy()
+
+
+def iou_voc(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """(K,N) IoU with the VOC "+1" pixel convention (areas (x2-x1+1)*(y2-y1+1)), as WIDER's evaluation:
+    the plain IoU of the boxes grown by one pixel to the right and bottom."""
+    grow = np.array([0.0, 0.0, 1.0, 1.0])
+    return iou_xyxy(np.asarray(a_xyxy, np.float64).reshape(-1, 4) + grow,
+                    np.asarray(b_xyxy, np.float64).reshape(-1, 4) + grow)
