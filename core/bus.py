@@ -22,13 +22,10 @@ unless the client decodes responses)
     dead_letter(r, stream, group, entry, reason, dead_stream, maxlen=10_000) -> id
         Copy the entry plus ``_reason``, ``_stream``, ``_id``, ``_deliveries``, ``_ts_ms`` to
         ``dead_stream`` and XACK it, atomically (MULTI).
-    reclaim(r, stream, group, consumer, min_idle_ms, max_deliveries, dead_stream, count=100)
-        -> list[Entry]: autoclaim, dead-letter entries delivered more than ``max_deliveries`` times,
-        return the rest for processing.
 
 Leases (one owner per camera)
     Lease(r, key, ttl_ms, owner=None): ``acquire()``, ``renew()``, ``release()`` -> bool,
-    ``holder()``, ``remaining_ms()``, ``valid()`` (local deadline), context manager.
+    ``holder()``, ``remaining_ms()``, context manager.
     SET NX PX to acquire; Lua compare-and-renew / compare-and-release on the owner token.
     make_owner_token(prefix="") -> "host:pid:random".
 
@@ -73,7 +70,6 @@ __all__ = [
     "make_owner_token",
     "pending_deliveries",
     "read_group",
-    "reclaim",
     "xadd_bounded",
 ]
 
@@ -271,35 +267,6 @@ def dead_letter(
     return dead_id
 
 
-def reclaim(
-    r: Any,
-    stream: str,
-    group: str,
-    consumer: str,
-    min_idle_ms: int,
-    max_deliveries: int,
-    dead_stream: str,
-    count: int = 100,
-    reason: str | None = None,
-) -> list[Entry]:
-    """Claim idle entries; dead-letter those delivered more than ``max_deliveries`` times."""
-    res = autoclaim(r, stream, group, consumer, min_idle_ms, count=count)
-    live = []
-    for e in res.entries:
-        if e.deliveries > max_deliveries:
-            dead_letter(
-                r,
-                stream,
-                group,
-                e,
-                reason or f"delivered {e.deliveries} times (max {max_deliveries})",
-                dead_stream,
-            )
-        else:
-            live.append(e)
-    return live
-
-
 # -- leases ---------------------------------------------------------------------------------------
 
 _RENEW_LUA = """
@@ -328,8 +295,6 @@ class Lease:
     ``acquire()`` succeeds when the key is free (SET NX PX) or already ours (then it renews).
     ``renew()``/``release()`` only act when the key still holds our token (Lua compare-and-*), so a
     process whose lease expired and was taken over cannot extend or delete the new owner's lease.
-    ``valid()`` is a local check: the lease is surely ours until the deadline computed from the
-    last successful acquire/renew (measured from *before* the request was sent).
     """
 
     def __init__(self, r: Any, key: str, ttl_ms: int, owner: str | None = None):
@@ -339,25 +304,18 @@ class Lease:
         self.key = key
         self.ttl_ms = int(ttl_ms)
         self.owner = owner or make_owner_token()
-        self._deadline = 0.0
         self._renew = r.register_script(_RENEW_LUA)
         self._release = r.register_script(_RELEASE_LUA)
 
     def acquire(self) -> bool:
-        t0 = time.monotonic()
         if self.r.set(self.key, self.owner, nx=True, px=self.ttl_ms):
-            self._deadline = t0 + self.ttl_ms / 1000
             return True
         return self.renew()  # re-entrant: already ours
 
     def renew(self) -> bool:
-        t0 = time.monotonic()
-        ok = bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
-        self._deadline = t0 + self.ttl_ms / 1000 if ok else 0.0
-        return ok
+        return bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
 
     def release(self) -> bool:
-        self._deadline = 0.0
         return bool(self._release(keys=[self.key], args=[self.owner]))
 
     def holder(self) -> str | None:
@@ -369,9 +327,6 @@ class Lease:
     def remaining_ms(self) -> int:
         """Server-side TTL of the key in ms (-2: no key, -1: no TTL)."""
         return int(self.r.pttl(self.key))
-
-    def valid(self) -> bool:
-        return time.monotonic() < self._deadline
 
     def __enter__(self) -> Lease:
         if not self.acquire():

@@ -271,8 +271,3 @@ def setup_logging(
     for noisy in ("urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return handler
-
-
-def get_logger(name: str) -> logging.Logger:
-    """``logging.getLogger`` (kept for symmetry; use ``extra={...}`` for structured fields)."""
-    return logging.getLogger(name)

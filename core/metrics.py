@@ -85,6 +85,17 @@ def render() -> tuple[bytes, str]:
 
 BUILD_INFO = Info(metric_name("build"), "facestream version and role", registry=REGISTRY)
 
+
+def set_build_info(role: str) -> None:
+    """facestream_build_info{version, role}: which release a scraped process runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("facestream")
+    except PackageNotFoundError:  # a source tree that was never installed
+        v = "0+unknown"
+    BUILD_INFO.info({"version": v, "role": role})
+
 REDIS_ERRORS = counter("redis_errors_total", "Redis command failures", ["role", "op"])
 FRAMES_DROPPED = counter(
     "frames_dropped_total",

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from core import metrics
 from core.bus import Lease, make_owner_token
 from core.keys import Keys
 from core.schema import Camera, CameraState, CameraStatus
@@ -38,11 +39,6 @@ from ingest.reader import CameraReader
 from ingest.registry import Registry, write_status
 
 log = logging.getLogger(__name__)
-
-
-def members_key(keys: Keys) -> str:
-    """ZSET of live ingest processes (member: owner id, score: expiry in ms since the epoch)."""
-    return keys.ingest_members
 
 
 @dataclass
@@ -87,6 +83,7 @@ class Supervisor:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> Supervisor:
+        metrics.set_build_info("ingest")
         if self.metrics_port:
             from core.http_health import HealthServer
 
@@ -143,7 +140,7 @@ class Supervisor:
                 log.warning("release failed", extra={"camera": o.camera.id, "error": str(exc)})
             m.forget_camera(o.camera.id)
         with contextlib.suppress(Exception):
-            self.r.zrem(members_key(self.keys), self.owner)
+            self.r.zrem(self.keys.ingest_members, self.owner)
         m.CAMERAS_OWNED.set(0)
         if self._metrics_server is not None:
             with contextlib.suppress(Exception):
@@ -220,7 +217,7 @@ class Supervisor:
         self._last_tick = time.monotonic()
         s = self.settings
         now = time.monotonic()
-        mk = members_key(self.keys)
+        mk = self.keys.ingest_members
         now_ms = int(time.time() * 1000)
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(mk, {self.owner: now_ms + s.lease_ttl_ms})

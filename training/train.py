@@ -222,7 +222,3 @@ def plot_log(log_path: Path, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
-
-
-def load_trained(path: str | Path, device: str = "cpu"):
-    return load_model(path, device=device)

@@ -134,6 +134,7 @@ class Worker:
         if self.detector is None:
             self.detector = load_worker_detector(self.settings)
         self._warmup()
+        metrics.set_build_info("worker")
         health.MODEL_LOADED.set(1)
         self.device_warning = device_warning(self.detector)
         health.CPU_DESPITE_GPU.set(1 if self.device_warning else 0)
@@ -327,7 +328,12 @@ class Worker:
         pipe.hset(key, mapping=fields)
         # generous TTL: a CPU-starved worker must not look dead; crashed ones are found by claim_idle_ms
         pipe.pexpire(key, max(10 * self.settings.worker.heartbeat_interval_ms, 30_000))
-        pipe.execute()
+        streams = (self.keys.frames, self.keys.frames_replay, self.keys.events, self.keys.frames_dead)
+        for s in streams:
+            pipe.xlen(s)
+        lengths = pipe.execute()[2:]
+        for s, n in zip(streams, lengths, strict=True):
+            metrics.STREAM_LENGTH.labels(stream=s.removeprefix(self.keys.prefix + ":")).set(n)
 
     # -- one batch --------------------------------------------------------------------------------
     def process(self, entries: list[bus.Entry]) -> None:

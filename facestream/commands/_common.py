@@ -44,4 +44,3 @@ def get_app(ctx: click.Context) -> App:
     return root.obj
 
 
-pass_app = click.make_pass_decorator(App, ensure=False)

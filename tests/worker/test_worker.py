@@ -193,8 +193,15 @@ def test_healthz_and_metrics(rconn, keys, wprefix, random_weights, start_worker)
         text = resp.read().decode()
     for name in ("facestream_worker_batch_size_bucket", "facestream_worker_inference_seconds_bucket",
                  'facestream_worker_events_total{camera="cam-h"}', "facestream_worker_events_per_second",
-                 "facestream_worker_group_lag", "facestream_frames_dropped_total"):
+                 "facestream_worker_group_lag", "facestream_frames_dropped_total", 'role="worker"'):
         assert name in text, name
+
+    def scraped():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    # stream lengths are sampled by the heartbeat (every 200 ms here): the one event is counted
+    wait_for(lambda: 'facestream_stream_length{stream="events"} 1.0' in scraped(), what="stream_length")
     # Redis unreachable -> 503 naming the failing check
     bad = settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"})
     wt.worker.settings = wt.worker.settings.model_copy(update={"redis": bad})
