@@ -35,7 +35,7 @@ from core.settings import IngestSettings, LogSettings, RedisSettings, Settings, 
 from tests.services.clips import Clip
 from tests.services.clips import make_clip as _make_clip
 from tests.services.hung import HungEndpoint
-from tests.services.redis_service import RedisEndpoint, RedisServer, redis_answers
+from tests.services.redis_service import RedisEndpoint, RedisServer, redis_answers, set_session_url
 from tests.services.rtsp import RtspServer, rtsp_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -67,9 +67,12 @@ def _require_rtsp() -> None:
 @pytest.fixture(scope="session")
 def redis_endpoint():
     if redis_answers("127.0.0.1", 6379):
-        yield RedisEndpoint("127.0.0.1", 6379, owned=False)
+        ep = RedisEndpoint("127.0.0.1", 6379, owned=False)
+        set_session_url(ep.url)
+        yield ep
         return
     server = RedisServer().start()
+    set_session_url(server.endpoint.url)  # fixtures that build settings themselves use this one too
     try:
         yield server.endpoint
     finally:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.services.redis_service import session_url
+
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -67,10 +69,10 @@ def facestream(name: str, args: list[str], env: dict[str, str], logdir: Path) ->
     return Proc(name, [sys.executable, "-m", "facestream.cli", *args], env, logdir)
 
 
-def facestream_env(prefix: str, redis_url: str = "redis://127.0.0.1:6379/0", **extra: str) -> dict[str, str]:
+def facestream_env(prefix: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESTREAM_")}
     env.update({
-        "FACESTREAM_REDIS__URL": redis_url,
+        "FACESTREAM_REDIS__URL": redis_url or session_url(),
         "FACESTREAM_REDIS__PREFIX": prefix,
         "FACESTREAM_REDIS__CONNECT_TIMEOUT_S": "30",
         "FACESTREAM_REDIS__RETRY_ATTEMPTS": "2",

@@ -10,13 +10,15 @@ import pytest
 from core import bus
 from core.keys import Keys
 from core.settings import IngestSettings, RedisSettings, Settings, WorkerSettings
+from tests.services.redis_service import session_url
 
 
 def make_settings(prefix: str, **worker) -> Settings:
     ws = dict(runtime="onnx", device="cpu", threshold=0.5, http_port=0, claim_idle_ms=2_000, max_wait_ms=20,
               max_batch=8, heartbeat_interval_ms=500, max_deliveries=3)
     ws.update(worker)
-    return Settings(redis=RedisSettings(prefix=prefix, connect_timeout_s=5), worker=WorkerSettings(**ws),
+    return Settings(redis=RedisSettings(url=session_url(), prefix=prefix, connect_timeout_s=5),
+                    worker=WorkerSettings(**ws),
                     ingest=IngestSettings(frames_maxlen=200, replay_window=50, http_port=0))
 
 

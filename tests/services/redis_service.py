@@ -115,3 +115,15 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_SESSION_URL = ["redis://127.0.0.1:6379/0"]
+
+
+def session_url() -> str:
+    """The URL of the test session's Redis (the shared one, or the private one the root conftest started)."""
+    return _SESSION_URL[0]
+
+
+def set_session_url(url: str) -> None:
+    _SESSION_URL[0] = url

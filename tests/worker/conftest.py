@@ -11,6 +11,7 @@ import pytest
 from core import bus
 from core.keys import Keys
 from core.settings import IngestSettings, RedisSettings, Settings, WorkerSettings
+from tests.services.redis_service import session_url
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,7 @@ def make_settings(prefix: str, weights: Path | str = "", **worker) -> Settings:
               claim_idle_ms=500, max_wait_ms=20, max_batch=8, heartbeat_interval_ms=200, max_deliveries=3)
     ws.update(worker)
     return Settings(
-        redis=RedisSettings(prefix=prefix, connect_timeout_s=5),
+        redis=RedisSettings(url=session_url(), prefix=prefix, connect_timeout_s=5),
         worker=WorkerSettings(**ws),
         ingest=IngestSettings(max_frame_age_ms=5_000),
     )
