@@ -223,6 +223,11 @@ class WorkerSettings(_Section):
     heartbeat_interval_ms: int = Field(
         2_000, ge=100, le=60_000, description="period of the worker heartbeat hash and lag sampling"
     )
+    pipeline_depth: int = Field(
+        2, ge=1, le=2,
+        description="batches in flight: 2 fetches and decodes the next batch while this one is inferred and "
+                    "published; 1: strictly sequential",
+    )
     cuda_graphs: bool = Field(
         True, description="torch on CUDA: replay one CUDA graph per (batch-size bucket, frame shape)"
     )

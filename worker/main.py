@@ -17,12 +17,15 @@ SIGTERM/SIGINT: finish the batch in hand (publish + ack), then exit; a second si
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -91,6 +94,15 @@ def device_warning(detector: Any) -> str:
                 f"{detector.info.runtime} on {device}. Install the CUDA build of torch (or onnxruntime-gpu / "
                 "TensorRT) or set FACESTREAM_WORKER__DEVICE=cuda to fail instead of running slowly.")
     return ""
+
+
+@dataclass
+class _Prepared:
+    """A batch fetched and decoded, waiting for inference."""
+
+    entries: list
+    stale_ids: list
+    ready: list
 
 
 class Worker:
@@ -209,6 +221,9 @@ class Worker:
         alive.start()
         next_prune = time.monotonic() + 60
         backoff = 0.1
+        pool = (ThreadPoolExecutor(1, thread_name_prefix="worker-prefetch") if self.ws.pipeline_depth > 1
+                else None)
+        pending = None
         log.info(
             "worker started",
             extra={"worker": self.worker_id, "model": self.detector.info.name,
@@ -235,21 +250,34 @@ class Worker:
                     if now >= next_prune:
                         self.consumer.prune_consumers(max(3_600_000, 10 * self.ws.claim_idle_ms))
                         next_prune = now + 600
-                    first, backlog = backlog[: self.ws.max_batch], backlog[self.ws.max_batch :]
-                    entries = self.batcher.collect(first=first, stop=stop)
-                    if entries:
-                        self.process(entries)
+                    mb = self.ws.max_batch
+                    first, backlog = backlog[:mb], backlog[mb:]
+                    if pool is None:
+                        prepared = self._fetch(first, stop)
+                    else:  # the next batch is fetched and decoded while this one is inferred
+                        if pending is None:
+                            pending = pool.submit(self._fetch, first, stop)
+                        else:
+                            backlog = first + backlog
+                        prepared, pending = pending.result(), None
+                        if not stop.is_set():
+                            first, backlog = backlog[:mb], backlog[mb:]
+                            pending = pool.submit(self._fetch, first, stop)
+                    if prepared is not None:
+                        self._complete(prepared)
                     self.stats["dead_lettered"] = self.consumer.dead_lettered
                     self.stats["reclaimed"] = self.consumer.reclaimed
                     self._set_redis_ok(True)
                     backoff = 0.1
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     self._redis_failed("connection", exc)
+                    pending = self._abandon(pending)
                     backlog, recover = [], True
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
                 except RedisError as exc:
                     self._redis_failed("command", exc)
+                    pending = self._abandon(pending)
                     backlog, recover = [], True
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -257,11 +285,34 @@ class Worker:
                     # e.g. the detector failed on every frame of a batch: leave them pending (they
                     # come back through recover_own and are dead-lettered after max_deliveries)
                     log.exception("batch failed; frames stay pending")
+                    pending = self._abandon(pending)
                     backlog, recover = [], True
                     stop.wait(1.0)
+            if pending is not None:  # stopping: finish the batch already fetched (frames in hand)
+                try:
+                    prepared = pending.result(timeout=60)
+                    if prepared is not None:
+                        self._complete(prepared)
+                except Exception:  # left pending in the group: recovered by this worker or taken over
+                    log.warning("could not finish the prefetched batch; its frames stay pending")
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
             self._shutdown()
         return dict(self.stats)
+
+    @staticmethod
+    def _abandon(pending):
+        """Wait for an in-flight prefetch and drop it: its frames stay pending and come back through
+        recover_own (never processed twice concurrently)."""
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending.result(timeout=60)
+        return None
+
+    def _fetch(self, first: list[bus.Entry], stop: threading.Event):
+        entries = self.batcher.collect(first=first, stop=stop)
+        return self._prepare(entries) if entries else None
 
     def _set_redis_ok(self, ok: bool) -> None:
         if ok != self._redis_ok:
@@ -337,6 +388,11 @@ class Worker:
 
     # -- one batch --------------------------------------------------------------------------------
     def process(self, entries: list[bus.Entry]) -> None:
+        """One batch, start to finish (the run loop overlaps the two halves of consecutive batches)."""
+        self._complete(self._prepare(entries))
+
+    def _prepare(self, entries: list[bus.Entry]) -> _Prepared:
+        """Parse, drop stale frames, fetch and decode payloads: everything before inference."""
         picked_ns = time.time_ns()
         works: list[Work] = []
         for e in entries:
@@ -382,7 +438,11 @@ class Worker:
                 self._dead(w.entry, w.error, camera=w.ref.camera_id)
                 continue
             ready.append(w)
+        return _Prepared(entries, stale_ids, ready)
 
+    def _complete(self, prepared: _Prepared) -> None:
+        """Infer, build events and publish them exactly once (acking the stale frames with them)."""
+        entries, stale_ids, ready = prepared.entries, prepared.stale_ids, prepared.ready
         if ready:
             infer_ms = self.pipeline.infer(ready)
             health.BATCH_SIZE.observe(len(ready))

@@ -306,3 +306,42 @@ def test_live_trimming_never_touches_unread_replay_frames(rconn, keys):
     for seq in range(50):
         publish_frame(rconn, keys, "cam-live", seq, maxlen=10)  # the live stream's exact MAXLEN trim
     assert rconn.xlen(keys.frames) == 10 and rconn.xlen(keys.frames_replay) == 5
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_next_batch_is_fetched_while_this_one_is_inferred(rconn, keys, wprefix, random_weights, start_worker,
+                                                          detector, depth):
+    """pipeline_depth 2: while inference of batch 1 is held, batch 2 is already read and decoded; 1: it is
+    not. Either way every frame gives exactly one event."""
+    import threading
+
+    release, inferring = threading.Event(), threading.Event()
+
+    class Held:
+        info = detector.info
+        runtime = detector.runtime
+        armed = False  # the start-up warm-up runs through
+
+        def detect(self, images):
+            if self.armed:
+                inferring.set()
+                assert release.wait(30)
+            return detector.detect(images)
+
+    settings = make_settings(wprefix, random_weights, max_batch=4, max_wait_ms=50, pipeline_depth=depth)
+    held = Held()
+    start_worker(settings=settings, det=held)
+    held.armed = True
+    for s in range(8):
+        publish_frame(rconn, keys, f"cam{s % 2}", s)
+    assert inferring.wait(30)
+    if depth == 2:
+        wait_for(lambda: pending_count(rconn, keys) == 8, what="the second batch read during inference")
+    else:
+        time.sleep(0.5)
+        assert pending_count(rconn, keys) == 4
+    release.set()
+    wait_for(lambda: rconn.xlen(keys.events) == 8, what="events")
+    ids = [e.event_id for e in read_events(rconn, keys.events)]
+    assert sorted(ids) == sorted(f"cam{s % 2}:{s}" for s in range(8))
+    wait_for(lambda: pending_count(rconn, keys) == 0, what="acks")
