@@ -210,16 +210,18 @@ def split_event_name(image_path: str) -> tuple[str, str]:
     return event, p.stem
 
 
+def prediction_text(name: str, dets_xywhs: np.ndarray) -> str:
+    """The official WIDER prediction file format: name, K, then K lines ``x y w h score``."""
+    dets = np.asarray(dets_xywhs, np.float64).reshape(-1, 5)
+    return f"{name}\n{len(dets)}\n" + "".join(f"{x:.1f} {y:.1f} {w:.1f} {h:.1f} {s:.5f}\n" for x, y, w, h, s in dets)
+
+
 def write_prediction_file(pred_dir: str | Path, event: str, name: str, dets_xywhs: np.ndarray) -> Path:
-    """Write ``<pred_dir>/<event>/<name>.txt``: name, K, K lines ``x y w h score``."""
+    """Write ``<pred_dir>/<event>/<name>.txt`` (`prediction_text`)."""
     d = Path(pred_dir) / event
     d.mkdir(parents=True, exist_ok=True)
-    dets = np.asarray(dets_xywhs, np.float64).reshape(-1, 5)
     p = d / f"{name}.txt"
-    with open(p, "w", encoding="utf-8") as f:
-        f.write(f"{name}\n{len(dets)}\n")
-        for x, y, w, h, s in dets:
-            f.write(f"{x:.1f} {y:.1f} {w:.1f} {h:.1f} {s:.5f}\n")
+    p.write_text(prediction_text(name, dets_xywhs), encoding="utf-8")
     return p
 
 

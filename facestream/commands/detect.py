@@ -83,13 +83,12 @@ def det_to_json(det) -> dict:
 
 
 def wider_text(name: str, det) -> str:
-    """WIDER FACE prediction file: name, count, then `x y w h score` rows sorted by score (descending)."""
+    """WIDER FACE prediction file (training.widerio's format), rows sorted by score (descending)."""
+    from training.widerio import prediction_text
+
     order = np.argsort(-det.scores, kind="stable")
-    lines = [name, str(len(order))]
-    for i in order:
-        x1, y1, x2, y2 = (float(v) for v in det.boxes[i])
-        lines.append(f"{x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} {float(det.scores[i]):.5f}")
-    return "\n".join(lines) + "\n"
+    b = np.asarray(det.boxes, np.float64).reshape(-1, 4)[order]
+    return prediction_text(name, np.c_[b[:, :2], b[:, 2:] - b[:, :2], np.asarray(det.scores, np.float64)[order]])
 
 
 def _write_json(path: Path, obj: dict) -> None:

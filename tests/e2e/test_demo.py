@@ -7,7 +7,7 @@ import json
 import av
 from click.testing import CliRunner
 
-from tests.e2e.procs import free_port
+from tests.services import free_port
 from tests.worker.conftest import make_settings
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ import pytest
 from core import metrics
 from core.payload import decode_payload
 from core.schema import DetectionEvent
+from tests.services import free_port
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import face_like_image, pending_count, publish_frame, read_events, wait_for
 from worker.pipeline import payload_to_original
@@ -171,12 +171,6 @@ def test_dead_letter_after_max_deliveries(rconn, keys, wprefix, random_weights, 
     publish_frame(rconn, keys, "cam1", 1)
     wait_for(lambda: rconn.xlen(keys.events) == 1, what="worker still serving")
     assert wt.worker.stats["dead_lettered"] == 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_healthz_and_metrics(rconn, keys, wprefix, random_weights, start_worker):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import configparser
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -37,6 +36,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from core.video import iter_video_frames
+from models.facedet.weights import file_sha256
 
 FORMAT = "facestream-footage-labels"
 VERSION = 1
@@ -137,14 +137,6 @@ def parse_time_base(tb: Any) -> Fraction | None:
     if f <= 0:
         raise LabelsError(f"bad time_base {tb!r}: must be > 0")
     return f
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ JSON Lines
