@@ -211,6 +211,27 @@ def read_group(
     return entries_of(resp)
 
 
+def group_lag(r: Any, stream: str, group: str, limit: int = 10_000) -> tuple[int, int] | None:
+    """(entries not yet delivered to `group`, entries delivered and not acked) from XINFO GROUPS; None when
+    the stream or the group does not exist. Where Redis cannot tell the lag (entries deleted or trimmed
+    mid-range) the undelivered entries are counted, up to `limit`."""
+    try:
+        groups = r.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    for g in groups:
+        name = g.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) != group:
+            continue
+        lag = g.get("lag")
+        if lag is None:
+            last = g.get("last-delivered-id") or "0-0"
+            last = last.decode() if isinstance(last, bytes) else last
+            lag = len(r.xrange(stream, min=f"({last}", count=limit))
+        return int(lag), int(g.get("pending") or 0)
+    return None
+
+
 def ack(r: Any, stream: str, group: str, *ids: Any) -> int:
     if not ids:
         return 0

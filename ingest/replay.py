@@ -24,9 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
-
-from core.bus import ensure_group
+from core.bus import ensure_group, group_lag
 from core.keys import Keys
 from core.logging import error_words, redact_text, redact_url
 from core.schema import PayloadCodec, Source, validate_camera_id
@@ -108,26 +106,8 @@ def group_backlog(r: Any, stream: str, group: str, limit: int = 10_000) -> int |
 
     None when the stream or the group does not exist.
     """
-    try:
-        groups = r.xinfo_groups(stream)
-    except ResponseError:
-        return None
-    for g in groups:
-        name = g.get("name")
-        name = name.decode() if isinstance(name, bytes) else name
-        if name != group:
-            continue
-        pending = int(g.get("pending") or 0)
-        lag = g.get("lag")
-        if lag is None:  # Redis cannot tell (entries deleted/trimmed mid-range): count them
-            last = g.get("last-delivered-id") or "0-0"
-            lag = len(r.xrange(stream, min=f"({_s(last)}", count=limit))
-        return int(lag) + pending
-    return None
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    lp = group_lag(r, stream, group, limit)
+    return None if lp is None else sum(lp)
 
 
 def replay(
@@ -272,4 +252,3 @@ def replay(
         except Exception as exc:  # pragma: no cover
             log.warning("could not write the run summary: %s", exc)
     return summary
-

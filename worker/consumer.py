@@ -230,14 +230,9 @@ class FrameConsumer:
         """(entries not yet delivered to the group, entries delivered but not acked), both streams."""
         lag = pending = 0
         for stream in self.streams:
-            try:
-                groups = self.r.xinfo_groups(stream)
-            except ResponseError:
-                continue
-            for g in groups:
-                if _s(g.get("name")) == self.group:
-                    lag += int(g.get("lag") or 0)
-                    pending += int(g.get("pending") or 0)
+            lp = bus.group_lag(self.r, stream, self.group)
+            if lp is not None:
+                lag, pending = lag + lp[0], pending + lp[1]
         return lag, pending
 
 
