@@ -72,7 +72,8 @@ def events(r, keys: Keys) -> list[DetectionEvent]:
 
 
 def run(a) -> dict:
-    from worker.main import Worker, load_worker_detector
+    from worker.loading import load_worker_detector
+    from worker.main import Worker
 
     prefix = f"bench-wt-{uuid.uuid4().hex[:6]}"
     settings = Settings(

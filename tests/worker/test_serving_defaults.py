@@ -8,7 +8,7 @@ import pytest
 
 from core.settings import Settings, WorkerSettings
 from models.facedet.weights import save_weights
-from worker.main import load_worker_detector
+from worker.loading import load_worker_detector
 
 
 @pytest.fixture(scope="module")
