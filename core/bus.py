@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import EqualJitterBackoff, ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -81,6 +81,23 @@ class BusError(RuntimeError):
 
 
 # -- connection -----------------------------------------------------------------------------------
+
+
+class RetryDelay:
+    """The one wait-before-retrying policy of every loop that outlives a Redis outage (connect, worker, ingest
+    registry listener, event subscribers): redis-py's equal-jitter exponential backoff from `base` to `cap`
+    seconds, so that many processes coming back at once do not retry in lockstep. `reset()` on success."""
+
+    def __init__(self, base: float = 0.1, cap: float = 2.0):
+        self._backoff = EqualJitterBackoff(cap=cap, base=base)
+        self.failures = 0
+
+    def next(self) -> float:
+        self.failures += 1
+        return self._backoff.compute(self.failures)
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 def connect(redis_settings: Any, *, decode_responses: bool = False, ping: bool = True) -> redis.Redis:
@@ -119,7 +136,7 @@ def connect(redis_settings: Any, *, decode_responses: bool = False, ping: bool =
     if not ping:
         return client
     deadline = time.monotonic() + s.connect_timeout_s
-    delay = s.retry_backoff_min_s
+    wait = RetryDelay(s.retry_backoff_min_s, s.retry_backoff_max_s)
     while True:
         try:
             client.ping()
@@ -129,13 +146,13 @@ def connect(redis_settings: Any, *, decode_responses: bool = False, ping: bool =
         except ResponseError as exc:  # e.g. NOAUTH, WRONGPASS
             raise BusError(f"Redis {redact_url(s.url)}: {exc}") from None
         except RETRYABLE as exc:
+            delay = wait.next()
             if time.monotonic() + delay > deadline:
                 raise BusError(
                     f"Redis {redact_url(s.url)} unreachable after {s.connect_timeout_s:g}s: {exc}"
                 ) from None
             log.warning("redis not reachable, retrying", extra={"url": redact_url(s.url), "error": str(exc)})
             time.sleep(delay)
-            delay = min(delay * 2, s.retry_backoff_max_s)
 
 
 # -- streams --------------------------------------------------------------------------------------

@@ -153,17 +153,16 @@ def _last_id(r: Any, stream: str) -> Any:
 def _tail(r, stream, cams, from_now, block_ms, idle_timeout_s, max_events, count) -> Iterator[DetectionEvent]:
     lim = _Limits(idle_timeout_s, max_events)
     last: Any = None
-    delay = 0.1
+    wait = bus.RetryDelay(0.1, 2.0)
     while not lim.done():
         try:
             if last is None:
                 last = _last_id(r, stream) if from_now else b"0-0"
             resp = r.xread({stream: last}, count=count, block=lim.block(block_ms))
-            delay = 0.1
+            wait.reset()
         except _RETRYABLE as exc:
             log.warning("events tail: redis error, retrying", extra={"error": str(exc)[:200]})
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            time.sleep(wait.next())
             continue
         for _s, items in resp or []:
             if items:
@@ -192,7 +191,7 @@ def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s,
     start = "$" if from_now else "0"
     history = True  # first serve our own pending entries (a restarted consumer)
     next_claim = 0.0
-    delay = 0.1
+    wait = bus.RetryDelay(0.1, 2.0)
 
     def ack(*ids: Any) -> None:
         try:
@@ -219,7 +218,7 @@ def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s,
             if not entries:
                 resp = r.xreadgroup(grp, consumer, {stream: ">"}, count=count, block=lim.block(block_ms))
                 entries = [(eid, f) for _s, items in resp or [] for eid, f in items]
-            delay = 0.1
+            wait.reset()
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -227,8 +226,7 @@ def _group(r, stream, group, consumer, cams, from_now, block_ms, idle_timeout_s,
             continue
         except _RETRYABLE as exc:
             log.warning("events group: redis error, retrying", extra={"error": str(exc)[:200]})
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            time.sleep(wait.next())
             history = True
             continue
         for eid, ev in _parsed(entries):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import metrics
-from core.bus import Lease, make_owner_token
+from core.bus import Lease, RetryDelay, make_owner_token
 from core.keys import Keys
 from core.schema import Camera, CameraState, CameraStatus
 from core.settings import IngestSettings
@@ -156,7 +156,7 @@ class Supervisor:
 
     # -- registry notifications ---------------------------------------------------------------------
     def _listen(self) -> None:
-        delay = 0.2
+        wait = RetryDelay(0.2, 5.0)
         while not self._stop.is_set():
             pubsub = None
             try:
@@ -164,7 +164,7 @@ class Supervisor:
                 pubsub.subscribe(self.keys.cameras_changed)
                 self._dirty = True  # we may have missed changes while (re)subscribing
                 self._wake.set()
-                delay = 0.2
+                wait.reset()
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=0.5)
                     if msg is not None and msg.get("type") == "message":
@@ -174,8 +174,7 @@ class Supervisor:
                 if self._stop.is_set():
                     break
                 log.warning("registry subscription lost; retrying", extra={"error": str(exc)})
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                self._stop.wait(wait.next())
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):

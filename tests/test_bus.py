@@ -270,3 +270,15 @@ def test_tls_and_an_acl_user_end_to_end(tmp_path):
         assert "Us3r-PW" not in str(ei.value)
     finally:
         srv.close()
+
+
+def test_retry_delay_grows_with_jitter_up_to_its_cap_and_resets():
+    from core.bus import RetryDelay
+
+    w = RetryDelay(0.1, 2.0)
+    delays = [w.next() for _ in range(8)]
+    for i, d in enumerate(delays, start=1):
+        full = min(2.0, 0.1 * 2**i)
+        assert full / 2 <= d <= full  # equal jitter: never a tight loop, never past the cap
+    w.reset()
+    assert w.next() <= 0.2

@@ -135,14 +135,13 @@ class Worker:
             log.warning("detector warm-up failed", extra={"error": str(exc)[:200]})
 
     def _connect_forever(self):
-        delay = 0.2
+        wait = bus.RetryDelay(0.2, 5.0)
         while True:
             try:
                 return bus.connect(self.settings.redis)
             except bus.BusError as exc:
                 log.warning("redis unreachable; retrying", extra={"error": str(exc)})
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                time.sleep(wait.next())
 
     def checks(self) -> dict[str, tuple[bool, Any]]:
         model_ok = self.detector is not None
@@ -177,7 +176,7 @@ class Worker:
         alive = threading.Thread(target=self._stay_alive, args=(stop,), name="worker-alive", daemon=True)
         alive.start()
         next_prune = time.monotonic() + 60
-        backoff = 0.1
+        wait = bus.RetryDelay(0.1, 2.0)
         pool = (ThreadPoolExecutor(1, thread_name_prefix="worker-prefetch") if self.ws.pipeline_depth > 1
                 else None)
         pending = None
@@ -225,19 +224,17 @@ class Worker:
                     self.stats["dead_lettered"] = self.consumer.dead_lettered
                     self.stats["reclaimed"] = self.consumer.reclaimed
                     self._set_redis_ok(True)
-                    backoff = 0.1
+                    wait.reset()
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     self._redis_failed("connection", exc)
                     pending = self._abandon(pending)
                     backlog, recover = [], True
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    stop.wait(wait.next())
                 except RedisError as exc:
                     self._redis_failed("command", exc)
                     pending = self._abandon(pending)
                     backlog, recover = [], True
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    stop.wait(wait.next())
                 except Exception:
                     # e.g. the detector failed on every frame of a batch: leave them pending (they
                     # come back through recover_own and are dead-lettered after max_deliveries)
