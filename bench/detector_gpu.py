@@ -4,7 +4,8 @@
         [--batches 1,8,32,128] [--iters 200] [--warmup 20] [--weights W.safetensors] [--no-graphs]
 
 Self-contained: needs only torch and this repository's `models/` package. Random-init weights (speed does
-not depend on them) unless --weights is given. Times the network only (device tensor in, device tensors
+not depend on them) unless --weights is given. Times the serving runtime (TorchRuntime.infer_tensor: device tensor in,
+(with CUDA graphs: copied into the graph's static input, as serving does), device tensors
 out, no host copies or NMS), with torch.cuda.synchronize() around the timed loop. Prints a markdown table
 (with the card name) and writes JSON to --out. Without CUDA it runs on CPU in fp32 with a warning (for
 checking the script; numbers are not GPU numbers).
@@ -24,37 +25,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def bench_one(model, batch: int, size: int, iters: int, warmup: int, device, fp16: bool, graphs: bool,
-              height: int | None = None) -> dict:
+def bench_one(rt, batch: int, size: int, iters: int, warmup: int, height: int | None = None) -> dict:
+    """Time `rt.infer_tensor` (models.runtimes.torch_rt.TorchRuntime: the serving runtime, its fp16,
+    channels_last and CUDA-graph capture) on one device batch."""
     import torch
 
-    dtype = torch.float16 if fp16 else torch.float32
-    x = (torch.rand(batch, 3, height or size, size, device=device) * 255).to(dtype)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    run = None
+    device = rt.dev
+    x = (torch.rand(batch, 3, height or size, size, device=device) * 255).to(rt.dtype)
     with torch.inference_mode():
-        if graphs and device.type == "cuda":
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    model(x)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                model(x)
-            run = g.replay
-        else:
-            def run():
-                model(x)
         for _ in range(warmup):
-            run()
+            rt.infer_tensor(x)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
         for _ in range(iters):
-            run()
+            rt.infer_tensor(x)
         sync()
         dt = time.perf_counter() - t0
     return {"batch": batch, "ms_per_batch": 1e3 * dt / iters, "frames_per_s": batch * iters / dt,
@@ -99,15 +84,14 @@ def main(argv=None) -> int:
             models[v] = random_model(v, spread=False)
     batches = [int(b) for b in args.batches.split(",")]
     results = []
+    from models.runtimes.torch_rt import TorchRuntime
+
     for name, m in models.items():
-        m = m.eval().to(device)
-        if fp16:
-            m = m.half()
-        if cuda:
-            m = m.to(memory_format=torch.channels_last)
+        rt = TorchRuntime(m, device=str(device), fp16=fp16, channels_last=cuda, cuda_graphs=graphs,
+                          max_graphs=len(batches) + 1)
         for b in batches:
             try:
-                r = bench_one(m, b, args.size, args.iters, args.warmup, device, fp16, graphs, args.height)
+                r = bench_one(rt, b, args.size, args.iters, args.warmup, args.height)
             except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
                 r = {"batch": b, "error": f"OOM: {exc}"}
                 torch.cuda.empty_cache()
