@@ -4,9 +4,9 @@
         [--batches 1,8,32,128] [--iters 200] [--warmup 20] [--weights W.safetensors] [--no-graphs]
 
 Self-contained: needs only torch and this repository's `models/` package. Random-init weights (speed does
-not depend on them) unless --weights is given. Times the serving runtime (TorchRuntime.infer_tensor: device tensor in,
-(with CUDA graphs: copied into the graph's static input, as serving does), device tensors
-out, no host copies or NMS), with torch.cuda.synchronize() around the timed loop. Prints a markdown table
+not depend on them) unless --weights is given. Times the serving runtime (TorchRuntime.infer_tensor: a device
+tensor in, with CUDA graphs copied into the graph's static input as serving does; device tensors out; no host
+copies or NMS), with torch.cuda.synchronize() around the timed loop. Prints a markdown table
 (with the card name) and writes JSON to --out. Without CUDA it runs on CPU in fp32 with a warning (for
 checking the script; numbers are not GPU numbers).
 """
