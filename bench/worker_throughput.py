@@ -71,7 +71,7 @@ def events(r, keys: Keys) -> list[DetectionEvent]:
     return [DetectionEvent.from_fields(f) for _, f in r.xrange(keys.events)]
 
 
-def run(a) -> dict:
+def run(a, depth: int) -> dict:
     from worker.loading import load_worker_detector
     from worker.main import Worker
 
@@ -79,7 +79,7 @@ def run(a) -> dict:
     settings = Settings(
         redis=RedisSettings(prefix=prefix),
         worker=WorkerSettings(runtime=a.runtime, device=a.device, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
-                              http_port=0, threads=a.threads, max_frame_age_ms=600_000),
+                              http_port=0, threads=a.threads, max_frame_age_ms=600_000, pipeline_depth=depth),
         ingest=IngestSettings(max_frame_age_ms=600_000),
     )
     keys = Keys(prefix)
@@ -91,6 +91,7 @@ def run(a) -> dict:
     th = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     res: dict = {"runtime": det.info.runtime, "device": str(getattr(det.runtime, "device", "cpu")),
                  "precision": det.info.precision, "cameras": a.cameras, "max_batch": a.max_batch,
+                 "pipeline_depth": depth,
                  "python": platform.python_version(), "load1_start": os.getloadavg()[0]}
     try:
         th.start()
@@ -145,10 +146,19 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--pipeline-depth", default="2",
+                    help="comma list: each depth gets its own worker, run one after the other in this process "
+                         "(1,2: the sequential loop beside the pipelined one)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    res = run(a)
+    res = [run(a, int(d)) for d in a.pipeline_depth.split(",")]
     print(json.dumps(res, indent=2))
+    print("| pipeline depth | runtime | backlog events/s | x first | paced events/s | p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in res:
+        print(f"| {r['pipeline_depth']} | {r['runtime']} {r['device']} | {r['backlog']['events_per_s']} | "
+              f"{r['backlog']['events_per_s'] / res[0]['backlog']['events_per_s']:.2f} | "
+              f"{r['paced']['target_events_per_s']} | {r['paced']['p50_ms']} / {r['paced']['p99_ms']} |")
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
     return 0
