@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 OUT="${1:?give an output folder}"
 mkdir -p "$OUT"
 C=work-data/gpu-carry
+python -c "import torch, torchvision" 2>/dev/null || {
+  echo "gpu_session: needs torchvision matching the host's torch (batched_nms, nvJPEG decode); carry its wheel" \
+       "in $C/wheels (pip download --no-deps torchvision==<match>)" >&2; exit 2; }
 python -m pip install -q --no-index --find-links "$C/wheels" av redis hiredis pydantic pydantic-settings \
   prometheus-client click tqdm filelock safetensors
 python -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || export PYTHONPATH="$PWD"
