@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -179,3 +180,36 @@ def test_a_variant_failing_the_gate_is_renamed_so_no_worker_serves_it(wider_subs
         _gate(variant, SHIPPED, True, wider_subset, (), 1.0)
     assert not variant.exists() and (tmp_path / "v.rejected.onnx").exists()
     assert (tmp_path / "v.gate" / "gate.json").exists()
+
+
+def test_prune_command_fine_tunes_through_the_training_pipeline(tmp_path):
+    """`compress prune`: prune, fine-tune (train()), calibrate the threshold on the dev split, write weights +
+    ONNX + card with where the model came from. A tiny synthetic set keeps it to seconds."""
+    import cv2
+
+    from models.facedet.weights import read_meta
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "set" / "images").mkdir(parents=True)
+    lines = []
+    for i in range(12):
+        img = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+        x, y, w = int(rng.integers(10, 90)), int(rng.integers(10, 60)), int(rng.integers(16, 40))
+        cv2.ellipse(img, (x + w // 2, y + w // 2), (w // 2, w // 2), 0, 0, 360, (200, 180, 160), -1)
+        cv2.imwrite(str(tmp_path / "set" / "images" / f"{i}.jpg"), img)
+        lines += [f"images/{i}.jpg", "1", f"{x} {y} {w} {w} 0 0 0 0 0 0"]
+    (tmp_path / "set" / "labels.txt").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(f'variant = "fsdet-m"\nbatch = 4\ncanvas = 128\nwindow = 96\nworkers = 0\nthreads = 1\n'
+                   f'dev_fraction = 0.25\neval_every = 1\n[[sources]]\nimages = "{tmp_path / "set"}"\n'
+                   f'labels = "{tmp_path / "set" / "labels.txt"}"\n')
+    out = tmp_path / "run"
+    res = run("compress", "prune", "--model", SHIPPED, "--ratio", "0.5", "--config", cfg, "--epochs", 1,
+              "--out", out, "--no-gate")
+    assert res.exit_code == 0, res.output
+    w = out / "fsdet-m-p50.safetensors"
+    meta = read_meta(w)
+    assert meta.config.widths == (16, 32, 64, 128) and meta.threshold is not None
+    assert meta.extra["pruned_from"].startswith("fsdet-m") and meta.extra["prune_ratio"] == "0.5"
+    assert (out / "fsdet-m-p50.onnx").exists()
+    assert "prune_ratio" in w.with_suffix(".md").read_text()
