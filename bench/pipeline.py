@@ -4,7 +4,7 @@ stale drops (worker: expired payload / too old; ingest: queue_full / stale), CPU
 
     .venv/bin/python bench/pipeline.py --cameras 1,2,4,6,8 --warmup 8 --measure 20 [--markdown]
 
-The RTSP server is tests/services' GStreamer server (one process, one pipeline per client). Cameras
+The RTSP server is testkit' GStreamer server (one process, one pipeline per client). Cameras
 are added one step at a time to the running ingest + worker (same processes for every N): each step
 waits ``--warmup`` seconds, then measures ``--measure`` seconds. Weights: models/weights/fsdet-m
 (shipped) if present, else a random fsdet-m (same speed). Everything runs under a fresh key prefix
@@ -83,8 +83,8 @@ def main() -> int:
     args = ap.parse_args()
     steps = sorted({int(x) for x in args.cameras.split(",")})
 
-    from tests.services.clips import make_clip
-    from tests.services.rtsp import RtspServer
+    from testkit.clips import make_clip
+    from testkit.rtsp import RtspServer
 
     settings = get_settings()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"

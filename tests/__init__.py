@@ -1,1 +1,1 @@
-"""facestream tests. Shared fixtures: tests/conftest.py; real services: tests/services/."""
+"""facestream tests. Shared fixtures: tests/conftest.py; real services: testkit/."""

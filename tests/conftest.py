@@ -12,7 +12,7 @@ Redis
     private_redis              RedisServer (own process and port): start/stop/kill/restart/config_set
 
 Media
-    make_clip(name="clip.mp4", **kw) -> Clip    tests/services/clips.make_clip into tmp_path
+    make_clip(name="clip.mp4", **kw) -> Clip    testkit/clips.make_clip into tmp_path
     h264_clip  (session)                         Clip: 50 frames, 25 fps, 320x240, index drawn per frame
     rtsp_server_factory(clip=None, **kw) -> RtspServer   started; all stopped after the test
     rtsp_server                                  RtspServer serving h264_clip at /cam, looping, live pace
@@ -32,11 +32,11 @@ import pytest
 from core.bus import connect, delete_prefix
 from core.keys import Keys
 from core.settings import IngestSettings, LogSettings, RedisSettings, Settings, WorkerSettings
-from tests.services.clips import Clip
-from tests.services.clips import make_clip as _make_clip
-from tests.services.hung import HungEndpoint
-from tests.services.redis_service import RedisEndpoint, RedisServer, redis_answers, set_session_url
-from tests.services.rtsp import RtspServer, rtsp_available
+from testkit.clips import Clip
+from testkit.clips import make_clip as _make_clip
+from testkit.hung import HungEndpoint
+from testkit.redis_service import RedisEndpoint, RedisServer, redis_answers, set_session_url
+from testkit.rtsp import RtspServer, rtsp_available
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -226,8 +226,8 @@ def test_tls_and_an_acl_user_end_to_end(tmp_path):
     import subprocess
 
     from core.settings import Settings
-    from tests.services import free_port
-    from tests.services.redis_service import RedisServer
+    from testkit import free_port
+    from testkit.redis_service import RedisServer
 
     def ssl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)

@@ -9,8 +9,8 @@ import av
 import av.error
 import pytest
 
-from tests.services.clips import read_index
-from tests.services.rtsp import PYAV_OPTIONS
+from testkit.clips import read_index
+from testkit.rtsp import PYAV_OPTIONS
 
 
 def read_frames(url: str, n: int, timeout=(5, 5)) -> list:
@@ -99,7 +99,7 @@ def test_rtsp_basic_auth(rtsp_server_factory):
 
 @pytest.mark.rtsp
 def test_rtsp_busy_port_is_reported(rtsp_server, h264_clip):
-    from tests.services.rtsp import RtspServer
+    from testkit.rtsp import RtspServer
 
     other = RtspServer(h264_clip.path, port=rtsp_server.port)
     with pytest.raises(RuntimeError, match="port busy"):

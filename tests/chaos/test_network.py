@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.services.fault_proxy import FaultProxy
+from testkit.fault_proxy import FaultProxy
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import pending_count, publish_frame, read_events, wait_for
 
@@ -90,8 +90,8 @@ def test_ingest_rides_out_a_partition(redis_settings, redis_client, tmp_path):
     from core.keys import Keys
     from ingest.registry import Registry
     from ingest.supervisor import Supervisor
+    from testkit.clips import make_clip
     from tests.ingest.conftest import fast_settings
-    from tests.services.clips import make_clip
 
     clip = make_clip(tmp_path / "loop.mp4", frames=100, fps=25, width=320, height=240)
     keys = Keys(redis_settings.prefix)

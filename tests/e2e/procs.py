@@ -1,5 +1,5 @@
 """Process helpers for end-to-end tests: `facestream` subcommands as subprocesses, each logging to a
-file that the test prints on failure. (Redis and RTSP servers come from tests/services.)"""
+file that the test prints on failure. (Redis and RTSP servers come from testkit.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.services.redis_service import session_url
+from testkit.redis_service import session_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -7,7 +7,7 @@ import json
 import av
 from click.testing import CliRunner
 
-from tests.services import free_port
+from testkit import free_port
 from tests.worker.conftest import make_settings
 
 

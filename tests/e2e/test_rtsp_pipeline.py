@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from core.settings import RedisSettings
+from testkit.clips import make_clip
+from testkit.redis_service import RedisServer
 from tests.e2e.procs import facestream, facestream_env
-from tests.services.clips import make_clip
-from tests.services.redis_service import RedisServer
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import read_events, wait_for
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from testkit.clips import make_clip
 from tests.e2e.procs import facestream, facestream_env
-from tests.services.clips import make_clip
 from tests.worker.helpers import pending_count, read_events, wait_for
 
 

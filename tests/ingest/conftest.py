@@ -1,4 +1,4 @@
-"""Ingest test helpers on top of the shared fixtures (tests/conftest.py, tests/services/).
+"""Ingest test helpers on top of the shared fixtures (tests/conftest.py, testkit/).
 
 Aliases: ``r`` = redis_client, ``prefix`` = the test's key prefix; ``clip`` = a 100-frame clip (4 s at
 25 fps, frame index drawn in); ``fast_settings()`` = IngestSettings with short timeouts for tests.
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from core.settings import IngestSettings
-from tests.services import wait_for  # noqa: F401  (re-exported for the tests here)
+from testkit import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 def fast_settings(**kw) -> IngestSettings:
@@ -42,7 +42,7 @@ def isettings() -> IngestSettings:
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory):
     """4 s of 320x240 H.264 at 25 fps (100 frames, frame index drawn in)."""
-    from tests.services.clips import make_clip
+    from testkit.clips import make_clip
 
     return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", frames=100, fps=25, width=320, height=240)
 

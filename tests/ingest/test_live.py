@@ -14,8 +14,8 @@ from core.payload import decode_payload
 from core.schema import CameraState, ErrorReason, FrameRef, PayloadCodec
 from ingest.registry import Registry
 from ingest.supervisor import Supervisor
+from testkit import free_port
 from tests.ingest.conftest import fast_settings, url_path, wait_for
-from tests.services import free_port
 
 pytestmark = pytest.mark.rtsp
 

@@ -17,8 +17,8 @@ from core.payload import decode_payload
 from core.schema import CameraState, FrameRef
 from ingest.registry import Registry
 from ingest.replay import ReplayError, replay
+from testkit.clips import read_index
 from tests.ingest.conftest import facestream_exe, fast_settings, wait_for
-from tests.services.clips import read_index
 
 
 def test_replay_publishes_every_frame_once_with_backpressure(r, keys, clip):
@@ -269,7 +269,7 @@ def test_cli_camera_url_from_env_file_stdin_and_password_env(redis_settings, r, 
 
 def test_status_since_is_when_the_camera_went_down_not_the_last_retry(r, keys):
     from ingest.supervisor import Supervisor
-    from tests.services import free_port
+    from testkit import free_port
 
     reg = Registry(r, keys)
     reg.add("down-cam", f"rtsp://127.0.0.1:{free_port()}/x", fps=5)  # nothing listens: refused, retried

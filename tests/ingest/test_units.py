@@ -157,7 +157,7 @@ def test_backoff_delay():
 
 
 def test_missing_corrupt_and_non_video_files(tmp_path):
-    from tests.services.clips import make_clip
+    from testkit.clips import make_clip
 
     with pytest.raises(IngestError) as ei:
         VideoSource(str(tmp_path / "nope.mp4")).open()

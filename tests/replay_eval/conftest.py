@@ -10,7 +10,7 @@ import pytest
 from core import bus
 from core.keys import Keys
 from core.settings import IngestSettings, RedisSettings, Settings, WorkerSettings
-from tests.services.redis_service import session_url
+from testkit.redis_service import session_url
 
 
 def make_settings(prefix: str, **worker) -> Settings:

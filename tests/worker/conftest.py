@@ -11,7 +11,7 @@ import pytest
 from core import bus
 from core.keys import Keys
 from core.settings import IngestSettings, RedisSettings, Settings, WorkerSettings
-from tests.services.redis_service import session_url
+from testkit.redis_service import session_url
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 
 from core.keys import Keys
 from core.schema import FrameRef, PayloadCodec, Source
-from tests.services import wait_for  # noqa: F401  (re-exported for the tests here)
+from testkit import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 def face_like_image(w: int, h: int, seed: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from core import metrics
 from core.payload import decode_payload
 from core.schema import DetectionEvent
-from tests.services import free_port
+from testkit import free_port
 from tests.worker.conftest import make_settings
 from tests.worker.helpers import face_like_image, pending_count, publish_frame, read_events, wait_for
 from worker.pipeline import payload_to_original

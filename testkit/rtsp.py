@@ -1,4 +1,4 @@
-"""Start/stop/kill/restart the GStreamer RTSP test server (tests/services/rtsp_server.py).
+"""Start/stop/kill/restart the GStreamer RTSP test server (testkit/rtsp_server.py).
 
 The server runs under Debian's ``/usr/bin/python3`` (``gi``); ``rtsp_available()`` says whether it can.
 """
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.services import free_port, terminate
+from testkit import free_port, terminate
 
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.services import free_port, terminate
+from testkit import free_port, terminate
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.3) -> bool:

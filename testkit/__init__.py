@@ -1,4 +1,5 @@
-"""Real services for tests: Redis, a GStreamer RTSP server, a hung TCP endpoint, H.264 clips.
+"""Real services shared by tests/ and bench/: Redis, a GStreamer RTSP server, a hung TCP endpoint, H.264 clips,
+a fault proxy. Not installed with the package; importable from the repository root.
 
 Fixtures wrapping them live in tests/conftest.py; the classes here can also be used directly
 (e.g. from a benchmark or a demo script).

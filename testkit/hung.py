@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from tests.services import free_port
+from testkit import free_port
 
 
 class HungEndpoint:

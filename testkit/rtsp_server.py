@@ -3,7 +3,7 @@
 
 Run with Debian's Python (it has ``gi``), not the project venv::
 
-    /usr/bin/python3 tests/services/rtsp_server.py --clip clip.mp4 --port 8554 --path /cam \
+    /usr/bin/python3 testkit/rtsp_server.py --clip clip.mp4 --port 8554 --path /cam \
         [--user u --password p] [--no-loop] [--shared] [--encode auto|copy|x264] [--max-frames N]
 
 The clip is read once into memory as H.264 access units (copied when it is H.264, else re-encoded
