@@ -41,3 +41,22 @@ def terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+class ManagedProcess:
+    """A service run as a child process: `running`, and `stop()` (SIGTERM, then SIGKILL after `timeout`)."""
+
+    proc: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None:
+            return
+        terminate(self.proc, timeout)
+        self._stopped()
+
+    def _stopped(self) -> None:
+        self.proc = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from testkit import free_port, terminate
+from testkit import ManagedProcess, free_port
 
 
 def redis_answers(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.3) -> bool:
@@ -37,7 +37,8 @@ class RedisEndpoint:
         return f"redis://{self.host}:{self.port}/0"
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
+    # stop(): graceful SIGTERM (no persistence configured, so nothing is saved)
     """A private ``redis-server`` on a free loopback port: start/stop/kill/restart keep the port.
 
     No persistence (``--save '' --appendonly no``), so a restart comes back empty.
@@ -79,17 +80,6 @@ class RedisServer:
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Graceful: SIGTERM (no persistence configured, so nothing is saved)."""
-        if self.proc is None:
-            return
-        terminate(self.proc, timeout)
-        self.proc = None
 
     def kill(self) -> None:
         """SIGKILL, like a crash."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from testkit import free_port, terminate
+from testkit import ManagedProcess, free_port
 
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -40,7 +40,7 @@ def rtsp_available(python: str = SYSTEM_PYTHON) -> tuple[bool, str]:
     return _available
 
 
-class RtspServer:
+class RtspServer(ManagedProcess):
     """One RTSP server process serving ``clip`` at ``rtsp://127.0.0.1:<port><path>``.
 
     ``url`` includes the credentials when ``user`` is set; ``url_without_auth`` / ``url_with(user, pw)``
@@ -125,15 +125,7 @@ class RtspServer:
             elif line == "CLIENT":
                 self.clients += 1
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in ``timeout``."""
-        if self.proc is None:
-            return
-        terminate(self.proc, timeout)
+    def _stopped(self) -> None:
         self._close_pipes()
 
     def kill(self) -> None:
