@@ -58,19 +58,18 @@ def timings(models: dict[str, Path], threads: int, seconds: float, rounds: int) 
 def dev_ap(path: Path, config: Path) -> float:
     from models.detector import load_detector
     from training.config import load_config
-    from training.data.dataset import SourceSpec, load_source, split_dev
+    from training.data.dataset import source_splits
     from training.devset import evaluate_dev
 
-    cfg = load_config(config)
-    recs = [r for s in cfg.sources for r in split_dev(load_source(SourceSpec(**s.model_dump())), cfg.dev_fraction)[1]]
+    recs = [r for _, _, dev in source_splits(load_config(config)) for r in dev]
     det = load_detector(runtime="onnx", weights=path, threshold=0.02, nms_iou=0.4, threads=2)
     return evaluate_dev(det, recs)
 
 
 def run(a) -> dict:
-    from models.facedet.export import read_onnx_meta
+    from models.facedet.export import read_model_meta, read_onnx_meta
     from training.compress.gate import wider_ap
-    from training.compress.variants import model_stats, read_meta_any
+    from training.compress.variants import model_stats
 
     models = {"float": onnx_of(a.float)} | {p.name: onnx_of(p) for p in a.variant}
     res = {"load1_start": os.getloadavg()[0], "models": {}}
@@ -79,7 +78,7 @@ def run(a) -> dict:
     for n, p in models.items():
         _, md = read_onnx_meta(p)
         row = {"path": str(p), "precision": md.get("precision", "fp32"), **model_stats(p),
-               "ms_1t": speed[1][n], "ms_2t": speed[2][n], "name": read_meta_any(p).name}
+               "ms_1t": speed[1][n], "ms_2t": speed[2][n], "name": read_model_meta(p).name}
         if a.wider:
             row["ap"] = wider_ap(p, a.wider, threads=2)
         if a.dev_config:

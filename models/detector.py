@@ -38,7 +38,6 @@ from models.facedet.weights import (
     WeightsMeta,
     default_weights_path,
     file_sha256,
-    read_meta,
     require_weights,
 )
 from models.runtimes.base import Runtime, RuntimeUnavailable, cuda_available, tensorrt_importable
@@ -275,13 +274,10 @@ def load_detector(
         device = None
     kind = pick_runtime(runtime, device)
     wpath = require_weights(weights)
-    is_onnx = wpath.suffix.lower() == ".onnx"
-    if is_onnx:
-        from models.facedet.export import read_onnx_meta
+    from models.facedet.export import read_model_meta
 
-        meta, _ = read_onnx_meta(wpath)
-    else:
-        meta = read_meta(wpath)
+    is_onnx = wpath.suffix.lower() == ".onnx"
+    meta = read_model_meta(wpath)
     cfg = meta.config
     size = int(cfg.input_size if input_size is None else input_size)
     if size < 0 or size % cfg.pad_multiple:

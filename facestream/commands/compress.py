@@ -27,6 +27,14 @@ def compress() -> None:
     """Prune or quantize a model; every variant is gated against the float model (WIDER AP, replay F1)."""
 
 
+def _wider(wider_dir: Path | None) -> Path:
+    wider_dir = wider_dir or DEFAULT_WIDER
+    if not (wider_dir / "ground_truth").is_dir():
+        raise click.UsageError(f"the gate needs WIDER val data: {wider_dir} has no ground_truth/ "
+                               "(give --wider DIR, or --no-gate to skip it)")
+    return wider_dir
+
+
 def _gate(variant: Path, baseline: Path, gate: bool, wider_dir: Path | None, replay_clips, max_drop: float) -> str:
     """Run the gate; on failure rename the variant to *.rejected* (never served by mistake) and exit 1."""
     if not gate:
@@ -34,10 +42,7 @@ def _gate(variant: Path, baseline: Path, gate: bool, wider_dir: Path | None, rep
     from training.compress.gate import accuracy_gate
     from training.evaluate.adapters import ModelLoadError
 
-    wider_dir = wider_dir or DEFAULT_WIDER
-    if not (wider_dir / "ground_truth").is_dir():
-        raise click.UsageError(f"the gate needs WIDER val data: {wider_dir} has no ground_truth/ "
-                               "(give --wider DIR, or --no-gate to skip it)")
+    wider_dir = _wider(wider_dir)
     try:
         res = accuracy_gate(variant, baseline, wider_dir, max_drop=max_drop, replay_clips=list(replay_clips),
                             out=variant.with_name(variant.stem + ".gate"))
@@ -100,17 +105,18 @@ def quantize(model: Path, precision: str, calib, config, frames, method, keep_fl
 
 
 def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: int) -> None:
+    from models.facedet.export import read_model_meta
     from models.runtimes.base import RuntimeUnavailable
     from models.runtimes.tensorrt_rt import TensorRTRuntime
     from training.compress.calibration import calibration_batches, calibration_frames, config_frames
-    from training.compress.variants import float_onnx, read_meta_any
+    from training.compress.variants import float_onnx
 
     try:
         src = float_onnx(model)
         batches = None
         if precision == "int8":
             imgs = calibration_frames(calib, frames) if calib else config_frames(config, frames)
-            batches = calibration_batches(imgs, read_meta_any(src).config.input_size)
+            batches = calibration_batches(imgs, read_model_meta(src).config.input_size)
         rt = TensorRTRuntime(src, precision=precision, calibration_batches=batches)
     except RuntimeUnavailable as e:
         raise click.ClickException(f"--target tensorrt: {e}") from e
@@ -162,9 +168,7 @@ def gate_cmd(variant: Path, baseline: Path, wider_dir, replay_clips, max_drop) -
     from training.compress.gate import accuracy_gate
     from training.evaluate.adapters import ModelLoadError
 
-    wider_dir = wider_dir or DEFAULT_WIDER
-    if not (wider_dir / "ground_truth").is_dir():
-        raise click.UsageError(f"{wider_dir} has no ground_truth/: give --wider DIR")
+    wider_dir = _wider(wider_dir)
     try:
         res = accuracy_gate(variant, baseline, wider_dir, max_drop=max_drop, replay_clips=list(replay_clips))
     except ModelLoadError as e:

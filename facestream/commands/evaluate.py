@@ -79,7 +79,7 @@ def dev(models, config, input_size) -> None:
     training sources on which every recipe choice is made (never the evaluation set)."""
     from models.detector import load_detector
     from training.config import load_config
-    from training.data.dataset import SourceSpec, load_source, split_dev
+    from training.data.dataset import source_splits
     from training.devset import average_precision, best_f1_threshold, predict_dev
 
     try:
@@ -87,10 +87,9 @@ def dev(models, config, input_size) -> None:
     except (ValueError, OSError) as e:
         raise click.ClickException(f"{config}: {e}") from e
     recs, source = [], []
-    for s in cfg.sources:
-        _, d = split_dev(load_source(SourceSpec(**s.model_dump())), cfg.dev_fraction)
+    for name, _, d in source_splits(cfg):
         recs += d
-        source += [Path(s.images).name] * len(d)
+        source += [name] * len(d)
     if not recs:
         raise click.ClickException(f"{config}: the dev split is empty (dev_fraction = {cfg.dev_fraction})")
     names = list(dict.fromkeys(source))

@@ -174,6 +174,14 @@ def read_onnx_meta(path: str | os.PathLike) -> tuple[WeightsMeta, dict[str, str]
     return meta, md
 
 
+def read_model_meta(path: str | os.PathLike, with_sha: bool = True) -> WeightsMeta:
+    """WeightsMeta of any model file: an exported / compressed .onnx or a .safetensors."""
+    from .weights import read_meta
+
+    p = Path(path)
+    return read_onnx_meta(p)[0] if p.suffix.lower() == ".onnx" else read_meta(p, with_sha=with_sha)
+
+
 def export_weights_file(weights: str | os.PathLike, out_path: str | os.PathLike | None = None, **kw) -> Path:
     """models/weights/x.safetensors -> models/weights/x.onnx (or out_path)."""
     w = Path(weights)

@@ -178,3 +178,13 @@ def offsets_to_landmarks(points: torch.Tensor, off: torch.Tensor) -> torch.Tenso
 
 def build_model(cfg: DetectorConfig) -> FaceDetNet:
     return FaceDetNet(cfg)
+
+
+def count_gmacs(cfg: DetectorConfig, height: int = 640, width: int = 640) -> float:
+    """Multiply-adds (G) of one forward pass at height x width (torch's FLOP counter, halved)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = build_model(cfg).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        m(torch.zeros(1, 3, height, width))
+    return fc.get_total_flops() / 2e9

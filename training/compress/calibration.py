@@ -80,16 +80,15 @@ def calibration_frames(sources: Iterable[str | Path], n: int = 64, seed: int = 0
 def config_frames(config: str | Path, n: int = 64, seed: int = 0) -> list[np.ndarray]:
     """Frames from a training config's train split: every source contributes its share."""
     from training.config import load_config
-    from training.data.dataset import SourceSpec, load_source, split_dev
+    from training.data.dataset import source_splits
 
-    cfg = load_config(config)
+    splits = source_splits(load_config(config))
     paths: list[Path] = []
-    for s in cfg.sources:
-        train, _ = split_dev(load_source(SourceSpec(**s.model_dump())), cfg.dev_fraction)
+    for _, train, _ in splits:
         rng = random.Random(seed)
         share = [r.path for r in train]
         rng.shuffle(share)
-        paths += share[: -(-n // len(cfg.sources))]
+        paths += share[: -(-n // len(splits))]
     frames = [im for im in (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths) if im is not None]
     if not frames:
         raise CalibrationError(f"{config}: no readable training images for calibration")

@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from models.facedet.export import read_model_meta
 from models.facedet.weights import file_sha256, load_model, read_meta, save_weights
 
 from .calibration import calibration_batches, calibration_frames, config_frames
@@ -42,14 +43,8 @@ def quantize_variant(model: Path, out: Path, precision: str = "int8", *, calib: 
         imgs = config_frames(config, frames)
     else:
         raise ValueError("INT8 needs calibration frames: give --calib (images, folders, videos) or --config")
-    size = read_meta_any(src).config.input_size
+    size = read_model_meta(src).config.input_size
     return quantize_int8(src, out, calibration_batches(imgs, size), method=method, keep_float=keep_float)
-
-
-def read_meta_any(path: Path):
-    from models.facedet.export import read_onnx_meta
-
-    return read_onnx_meta(path)[0] if path.suffix.lower() == ".onnx" else read_meta(path, with_sha=False)
 
 
 def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs: int = 12,
@@ -82,26 +77,11 @@ def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs:
 
 def model_stats(path: Path) -> dict:
     """Parameters, MACs at 640x640 and file size of a model file (ONNX graph for .onnx)."""
-    import torch
+    from models.facedet.network import build_model, count_gmacs
 
-    from models.facedet.network import build_model
-
-    meta = read_meta_any(path)
-    net = build_model(meta.config).eval()
-    params = sum(p.numel() for p in net.parameters())
-    macs = 0
-
-    def hook(m, inp, outp):
-        nonlocal macs
-        w = m.weight
-        macs += outp.numel() * w.shape[1] * w.shape[2] * w.shape[3]
-
-    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        net(torch.zeros(1, 3, 640, 640))
-    for h in hs:
-        h.remove()
-    return {"params": params, "gmacs_640": macs / 1e9, "file_kb": path.stat().st_size / 1024,
+    cfg = read_model_meta(path).config
+    params = sum(p.numel() for p in build_model(cfg).parameters())
+    return {"params": params, "gmacs_640": count_gmacs(cfg), "file_kb": path.stat().st_size / 1024,
             "sha256": file_sha256(path)}
 
 

@@ -86,6 +86,16 @@ def split_dev(records: list[Record], fraction: float) -> tuple[list[Record], lis
     return train, dev
 
 
+def source_splits(cfg) -> list[tuple[str, list[Record], list[Record]]]:
+    """(source name, train records, dev records) for each source of a TrainConfig: the one definition of the
+    dev split that dev AP, calibration frames and the benchmarks share."""
+    out = []
+    for s in cfg.sources:
+        train, dev = split_dev(load_source(SourceSpec(**s.model_dump())), cfg.dev_fraction)
+        out.append((Path(s.images).name, train, dev))
+    return out
+
+
 class ImageCache:
     """Decoded training images kept as raw .npy files and memory-mapped: decoding a WebP/JPEG was
     ~10 ms of the ~11 ms a training sample cost, a mapped read is a fraction of one. Keyed by path,

@@ -95,11 +95,9 @@ def _redis(env: dict):
 
 def model_threshold(model: Path) -> float:
     """The calibrated threshold a weights file or an exported/compressed ONNX carries (0.5 if none)."""
-    from models.facedet.export import read_onnx_meta
-    from models.facedet.weights import read_meta
+    from models.facedet.export import read_model_meta
 
-    meta = read_onnx_meta(model)[0] if model.suffix.lower() == ".onnx" else read_meta(model, with_sha=False)
-    return meta.threshold or 0.5
+    return read_model_meta(model, with_sha=False).threshold or 0.5
 
 
 def run_gate(old: Path, new: Path, clips: list[Path], out: Path, max_drop: float = 0.01) -> tuple[str, list[str]]:
