@@ -36,6 +36,10 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     box_weight: float = 2.0
     landmark_weight: float = 0.1
+    neg_weight: float = Field(1.0, gt=0, description="loss weight of background points (hard negatives: hands, "
+                              "backs of heads); >1 trades recall for precision")
+    face_window_prob: float = Field(0.85, ge=0, le=1, description="how often a training window is centred near a "
+                                    "face; the rest fall anywhere (more background)")
     workers: int = Field(1, ge=0)
     threads: int = Field(2, ge=1)
     seed: int = 0
@@ -57,8 +61,33 @@ class TrainConfig(BaseModel):
         return self
 
 
-def load_config(path: str | Path, **overrides) -> TrainConfig:
+def apply_set(raw: dict, assignment: str) -> None:
+    """One KEY=VALUE override into a raw config dict; VALUE is a TOML value (bare words are strings) and
+    KEY may be dotted, with list indices (sources.0.weight=2)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {assignment!r}: expected KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    *path, last = key.strip().split(".")
+    node = raw
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path, sets: tuple[str, ...] | list[str] = (), **overrides) -> TrainConfig:
     with open(path, "rb") as f:
         raw = tomllib.load(f)
+    for s in sets:
+        try:
+            apply_set(raw, s)
+        except (IndexError, KeyError, TypeError) as e:
+            raise ValueError(f"--set {s!r}: no such key ({e})") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**raw).check()

@@ -74,5 +74,24 @@ def predict_dev(model, records, device=None, input_size: int = 640):
     return dets, gts
 
 
+def serving_scales(records, input_size: int = 640) -> list[float]:
+    """Per record the letterbox scale the serving path applies (long side -> input_size)."""
+    out = []
+    for r in records:
+        img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
+        out.append(input_size / max(img.shape[:2]) if img is not None else 1.0)
+    return out
+
+
+def ignore_small(gts, scales: list[float], min_px: float):
+    """gts with faces whose short side is under min_px at the serving size turned into ignore regions:
+    AP over the faces a camera shows at a usable size, closer to WIDER's easy/medium than AP over all."""
+    out = []
+    for (g, ig), s in zip(gts, scales, strict=True):
+        short = np.minimum(g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]) * s if len(g) else np.zeros(0)
+        out.append((g, ig | (short < min_px)))
+    return out
+
+
 def evaluate_dev(model, records, device=None, input_size: int = 640) -> float:
     return average_precision(*predict_dev(model, records, device, input_size))

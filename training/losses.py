@@ -24,8 +24,9 @@ def level_grid(points: torch.Tensor, stride: int) -> Grid:
 
 
 def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight: float = 2.0,
-                   landmark_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
-    """levels: FaceDetNet.forward_levels output; targets: collate() dict."""
+                   landmark_weight: float = 0.1, neg_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """levels: FaceDetNet.forward_levels output; targets: collate() dict. neg_weight scales the score loss of
+    background points (QFL already focuses it on the confident ones)."""
     logits = torch.cat([lv[0][..., 0] for lv in levels], 1)  # (B, A)
     dist = torch.cat([lv[1] * lv[4] for lv in levels], 1)  # (B, A, 4) px
     has_kps = levels[0][2] is not None
@@ -43,6 +44,8 @@ def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight:
         # Background points inside an ignore region teach nothing (maybe an unlabelled face).
         inside_ig = points_in_boxes(grids, gt, ignore & valid)
         cls_weight = (~(assigned_ignore | (inside_ig & ~pos))).float()
+        if neg_weight != 1.0:
+            cls_weight = torch.where(pos, cls_weight, cls_weight * neg_weight)
 
     b_idx, a_idx = pos.nonzero(as_tuple=True)
     n_pos = max(1, int(b_idx.numel()))

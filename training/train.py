@@ -93,7 +93,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         log.info("source %s: %d images, %d faces", s.labels, len(recs), sum(len(r.boxes) for r in recs))
         records += recs
     train_recs, dev_recs = split_dev(records, cfg.dev_fraction)
-    aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window, degrade=cfg.degrade)
+    aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window, degrade=cfg.degrade,
+                        face_window_prob=cfg.face_window_prob)
     ds = FaceDataset(train_recs, aug, cfg.seed, ImageCache(Path(cfg.image_cache) if cfg.image_cache else None))
     iters_per_epoch = max(1, len(ds) // cfg.batch)
     total = iters_per_epoch * cfg.epochs
@@ -157,7 +158,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s)
                       for c, b, k, p, s in levels]
             loss, st = detection_loss(levels, tg, get_config(cfg.variant).anchor_scale, cfg.box_weight,
-                                      cfg.landmark_weight)
+                                      cfg.landmark_weight, cfg.neg_weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)

@@ -134,3 +134,29 @@ def test_dev_ap_and_f1_threshold():
     # a match to an ignored face is neither TP nor FP
     ig = [(gt[0][0], np.array([False, True]))]
     assert average_precision(perfect, ig) == 1.0
+
+
+def test_neg_weight_scales_only_the_background_score_loss():
+    torch.manual_seed(0)
+    model = build_model(get_config("fsdet-s"))
+    img = torch.zeros(1, 3, 160, 160)
+    img[..., 40:90, 50:100] = 255
+    tg = _targets([[50, 40, 100, 90]], [False])
+    levels = model.forward_levels(img)
+    one = detection_loss(levels, tg)[1]
+    three = detection_loss(levels, tg, neg_weight=3.0)[1]
+    assert three["box"] == one["box"] and three["pos"] == one["pos"] > 0
+    assert one["cls"] < three["cls"] < 3 * one["cls"]  # the positives' part is not scaled
+
+
+def test_ignore_small_turns_faces_under_the_size_into_ignore_regions():
+    import numpy as np
+
+    from training.devset import average_precision, ignore_small
+
+    gt = [(np.array([[0, 0, 40, 40], [100, 100, 110, 110]], float), np.array([False, False]))]
+    dets = [(np.array([[0, 0, 40, 40]], float), np.array([0.9]))]
+    assert abs(average_precision(dets, gt) - 0.5) < 1e-9
+    small = ignore_small(gt, [1.0], 16)
+    assert small[0][1].tolist() == [False, True] and average_precision(dets, small) == 1.0
+    assert ignore_small(gt, [2.0], 16)[0][1].tolist() == [False, False]  # 10 px at 2x serving scale is 20 px

@@ -97,6 +97,18 @@ def test_eval_dev_reports_ap_per_source(tmp_path):
                                     "--input-size", "128"])
     assert res.exit_code == 0, res.output
     row = res.output.strip().splitlines()[-1].split("|")
-    assert "last.safetensors" in row[1] and 0.0 <= float(row[2]) <= 1.0 and len(row) == 7  # + AP of the one source
+    assert "last.safetensors" in row[1] and 0.0 <= float(row[2]) <= 1.0 and len(row) == 8  # + AP >= 16 px, per source
     bad = CliRunner().invoke(main, ["eval", "dev", "--model", str(cfg), "--config", str(cfg)])
     assert bad.exit_code != 0 and "cannot load" in bad.output and "Traceback" not in bad.output
+
+
+def test_set_overrides_any_key_and_rejects_unknown_ones(tmp_path):
+    from training.config import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('variant = "fsdet-s"\n[[sources]]\nimages = "x"\nlabels = "y"\nfill_as = "label"\n')
+    c = load_config(cfg, sets=["neg_weight=2", "sources.0.fill_as=ignore", "out=runs/ab", "face_window_prob=0.5"])
+    assert (c.neg_weight, c.sources[0].fill_as, c.out, c.face_window_prob) == (2.0, "ignore", "runs/ab", 0.5)
+    for bad in (["neg_wieght=2"], ["sources.3.weight=1"], ["lr"], ["neg_weight=-1"]):
+        res = CliRunner().invoke(main, ["train", str(cfg), *[a for s in bad for a in ("--set", s)]])
+        assert res.exit_code != 0 and "Traceback" not in res.output, (bad, res.output)
