@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from training.compress.quantize import KEEP_FLOAT
+
 DEFAULT_WIDER = Path("../shared/data/eval/widerface-val-mini")
 DEFAULT_CONFIG = Path("configs/fsdet-m.toml")
 
@@ -71,8 +73,9 @@ def _gate(variant: Path, baseline: Path, gate: bool, wider_dir: Path | None, rep
 @click.option("--frames", type=click.IntRange(1), default=64, show_default=True, help="Calibration frames.")
 @click.option("--method", type=click.Choice(["percentile", "minmax", "entropy"]), default="percentile",
               show_default=True, help="How activation ranges are calibrated.")
-@click.option("--keep-float", type=click.Choice(["none", "head"]), default="none", show_default=True,
-              help="head: keep the score/box/landmark output convolutions in float.")
+@click.option("--keep-float", type=click.Choice(list(KEEP_FLOAT)), default="none", show_default=True,
+              help="Layers kept in float: head = the score/box/landmark output convolutions, stem = the first "
+                   "convolution (int8 is slow on its 3 input channels), stem+head = both.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .onnx [default: beside the model, <name>-<precision>.onnx].")
 @click.option("--target", type=click.Choice(["onnx", "tensorrt"]), default="onnx", show_default=True,

@@ -17,7 +17,7 @@ from models.facedet.export import read_onnx_meta
 from models.facedet.weights import file_sha256, load_model, random_model, save_weights
 from training.compress.calibration import calibration_frames
 from training.compress.prune import prune_model, prune_state, tensor_groups
-from training.compress.quantize import decode_nodes
+from training.compress.quantize import decode_nodes, stem_convs
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models/weights/fsdet-m.safetensors"
@@ -125,6 +125,23 @@ def test_int8_and_fp16_find_the_faces_the_float_model_finds(int8, tmp_path):
 
             iou = box_iou(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes)) if len(b) else torch.zeros(len(a), 1)
             assert (iou.max(1).values > 0.7).float().mean() >= 0.8, variant.name
+
+
+def test_keep_float_stem_leaves_the_first_convolution_in_float(tmp_path):
+    out = tmp_path / "stem-int8.onnx"
+    res = run("compress", "quantize", "--model", SHIPPED, "--calib", CLIP, "--frames", 2, "--method", "minmax",
+              "--keep-float", "stem", "--no-gate", "--out", out)
+    assert res.exit_code == 0, res.output
+    (stem,) = stem_convs(onnx.load(str(SHIPPED.with_suffix(".onnx"))).graph)
+    g = onnx.load(str(out)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    conv = next(n for n in g.node if n.name == stem)
+    # a float Conv: its input and weight come straight from float tensors, no DequantizeLinear before it
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in conv.input)
+    assert sum(n.op_type == "QuantizeLinear" for n in g.node) > 40  # the rest is still int8
+    det = load_detector(runtime="onnx", weights=out, threads=1)
+    (d,) = det.detect(calibration_frames([CLIP], 1))
+    assert len(d) > 0 and det.info.precision == "int8"
 
 
 def test_quantize_refuses_bad_calibration_in_one_line(tmp_path):
