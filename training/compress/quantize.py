@@ -44,10 +44,12 @@ def head_output_convs(graph) -> list[str]:
 
 
 def stem_convs(graph) -> list[str]:
-    """The Conv node(s) that read the normalised image: the stem's first convolution."""
-    images = {n.output[0] for n in graph.node if n.op_type == "Mul" and "Sub" in n.input[0]} or {
-        i.name for i in graph.input}
-    return [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in images]
+    """The Conv node(s) fed by the image: directly, or through the in-graph (x - mean) * inv_std."""
+    image = {i.name for i in graph.input}
+    for n in graph.node:  # topological order: the normalisation's outputs stand for the image
+        if n.op_type in ("Sub", "Mul") and n.input[0] in image:
+            image.add(n.output[0])
+    return [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] in image]
 
 
 def float_nodes(graph, keep_float: str) -> list[str]:
