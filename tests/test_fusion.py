@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.distill.fusion import weighted_box_fusion
-from training.distill.label import Fused, fill_missing, fused_to_wider
+from training.distill.label import Fused, fill_missing, fused_to_wider, snap_to_teacher
 from training.widerio import WiderImage
 
 
@@ -92,3 +92,23 @@ def test_labels_and_ignore_split_and_fill_missing():
     merged = fill_missing(human, fused, 0.5, 0.3, fill_as="ignore")
     assert len(merged) == 2 and merged.attrs[:, 3].tolist() == [0, 1]
     assert merged.scores[0] == 1.0  # human faces keep score 1
+
+
+def test_snap_to_teacher_moves_matched_boxes_one_to_one_and_keeps_the_rest():
+    # Two human head-style boxes (1.3x wide) over two teacher faces, a third human face the teachers
+    # missed, one low-score teacher box that must not be snapped to, and one teacher box claimed by two.
+    human = WiderImage("x.jpg", np.array([[0, 0, 52, 46], [100, 0, 52, 46], [300, 300, 30, 30]], np.float32),
+                       np.zeros((3, 6), np.int32))
+    lms = np.arange(4 * 10, dtype=np.float32).reshape(4, 5, 2)
+    dets = np.array([[6, 3, 46, 43, 0.9], [106, 3, 146, 43, 0.8], [300, 300, 330, 330, 0.2],
+                     [8, 4, 44, 40, 0.7]], np.float32)
+    snapped, n = snap_to_teacher(human, Fused(dets, lms, np.ones(4, np.int64)), threshold=0.5, min_iou=0.4)
+    assert n == 2
+    np.testing.assert_allclose(snapped.boxes[0], [6, 3, 40, 40])  # the best overlap wins; one to one
+    np.testing.assert_allclose(snapped.boxes[1], [106, 3, 40, 40])
+    np.testing.assert_allclose(snapped.boxes[2], [300, 300, 30, 30])  # only a 0.2 teacher box: kept
+    np.testing.assert_allclose(snapped.landmarks[0], lms[0])  # landmarks come with the teacher box
+    assert np.isnan(snapped.landmarks[2]).all()
+    assert human.boxes[0, 2] == 52  # the input is not modified
+    same, n0 = snap_to_teacher(human, Fused(dets, lms, np.ones(4, np.int64)), threshold=0.5, min_iou=0.9)
+    assert n0 == 0 and np.array_equal(same.boxes, human.boxes)

@@ -184,6 +184,23 @@ def test_label_cli_images_merge_and_video(tmp_path):
     (f,) = read_wider_labels(fill)
     assert len(f) >= len(lab) - 10 - 5 and (f.attrs[:, 3] == 1).all()
 
+    # --snap-iou: human boxes drawn 1.3x wider than the teacher's come back as the teacher's boxes
+    big = lab.boxes[keep][:10].copy()
+    big[:, 0] -= 0.15 * big[:, 2]
+    big[:, 2] *= 1.3
+    write_wider_labels(human, [WiderImage("sub/a.jpg", big, np.zeros((10, 6), np.int32))])
+    snapped = tmp_path / "snapped.txt"
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--images", str(imgs), "--merge-with",
+                                  str(human), "--snap-iou", "0.4", "--out", str(snapped), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "10 human boxes snapped" in r.output
+    (s,) = read_wider_labels(snapped)
+    np.testing.assert_allclose(s.boxes[:10], lab.boxes[keep][:10], atol=1.0)
+    assert len(s) >= len(lab) - 5  # the human faces plus the fills
+    r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--images", str(imgs), "--snap-iou", "0.4",
+                                  "--out", str(snapped), "--no-progress"])
+    assert r.exit_code != 0 and "--snap-iou works with --merge-with" in r.output
+
     # video: 3 frames, every 2nd -> frames 0 and 2
     vid = tmp_path / "v.avi"
     frame = cv2.imread(str(GROUP))

@@ -62,6 +62,10 @@ def _readable(video: Path):
               help="Merge mode: added teacher faces become labels (by threshold) or ignore regions.")
 @click.option("--fill-only", is_flag=True, help="Merge mode: write only the added faces, not the human ones.")
 @click.option("--merge-iou", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--snap-iou", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Merge mode: replace each human box by the teacher label it overlaps at least this much "
+                   "(one to one): puts a set whose annotators drew bigger or smaller boxes into the teachers' "
+                   "(WIDER's) box convention. Faces the teachers miss keep their human box.")
 @click.option("--fusion-iou", type=click.FloatRange(0, 1), default=0.55, show_default=True)
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Teacher detections below this are not fused.")
@@ -73,7 +77,7 @@ def _readable(video: Path):
 @click.option("--progress/--no-progress", default=True)
 def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, threshold, ignore_below, merge_with,
           fill_as,
-          fill_only, merge_iou, fusion_iou, min_score, max_size, min_size, threads, progress) -> None:
+          fill_only, merge_iou, snap_iou, fusion_iou, min_score, max_size, min_size, threads, progress) -> None:
     """Run teacher detectors, fuse them (weighted box fusion) and write WIDER-format labels."""
     import cv2
     from tqdm import tqdm
@@ -85,6 +89,7 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         fused_to_wider,
         iter_images,
         list_images,
+        snap_to_teacher,
     )
     from training.distill.teachers import load_teacher
     from training.widerio import read_wider_labels, write_wider_labels
@@ -95,6 +100,8 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
         raise click.UsageError("give one --weight per --teacher (or none)")
     if merge_with is not None and video is not None:
         raise click.UsageError("--merge-with works with --images")
+    if snap_iou is not None and merge_with is None:
+        raise click.UsageError("--snap-iou works with --merge-with")
     if fmt == "auto":
         fmt = "footage" if video is not None and out.suffix.lower() == ".jsonl" else "wider"
     if fmt == "footage" and video is None:
@@ -128,7 +135,7 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
                    "(footage labels)")
         return
     results = []
-    skipped = 0
+    skipped = snapped = 0
     if video is not None:
         with _readable(video):
             _, frames = iter_video_frames(video, every)
@@ -154,7 +161,11 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
                 continue
             fused = ens.label_image(img)
             if human is not None:
-                results.append(fill_missing(human[rel], fused, threshold, ignore_below, merge_iou, fill_as,
+                him = human[rel]
+                if snap_iou is not None:
+                    him, n = snap_to_teacher(him, fused, threshold, snap_iou)
+                    snapped += n
+                results.append(fill_missing(him, fused, threshold, ignore_below, merge_iou, fill_as,
                                             keep_human=not fill_only))
             else:
                 results.append(fused_to_wider(rel, fused, threshold, ignore_below))
@@ -162,4 +173,5 @@ def label(teachers, weights, images_dir, video, every, frames_dir, out, fmt, thr
     n_lab = sum(int((r.attrs[:, 3] == 0).sum()) for r in results)
     n_ign = sum(int((r.attrs[:, 3] == 1).sum()) for r in results)
     click.echo(f"{out}: {len(results)} images, {n_lab} label faces, {n_ign} ignore regions"
+               + (f", {snapped} human boxes snapped to a teacher box" if snap_iou is not None else "")
                + (f", {skipped} unreadable images skipped" if skipped else ""))
