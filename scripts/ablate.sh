@@ -13,9 +13,11 @@ declare -A CHANGE=(
   [base]=""
   [neg-weight-2]="--set neg_weight=2.0"
   [background-windows]="--set face_window_prob=0.5"
-  [fills-as-ignore]="--set sources.0.fill_as=ignore --set sources.1.fill_as=ignore --set sources.2.fill_as=ignore"
+  [fills-as-ignore]="--set sources.0.fill_as=ignore"
+  # the face-mask sets' human boxes as drawn (head boxes), not snapped to WIDER's convention
+  [human-boxes]="--set sources.1.labels=../shared/data/train/facemask-web/labels.txt --set sources.1.fill=../shared/data/teacher-labels/facemask-web-fill.txt --set sources.2.labels=../shared/data/train/facemask-web-2/labels.txt --set sources.2.fill=../shared/data/teacher-labels/facemask-web-2-fill.txt"
 )
-ORDER=(base neg-weight-2 background-windows fills-as-ignore)
+ORDER=(base neg-weight-2 background-windows fills-as-ignore human-boxes)
 for name in "${ORDER[@]}"; do
   [ -f "runs/ablate/$name/last.safetensors" ] && grep -q "\"epoch\": $EPOCHS," "runs/ablate/$name/log.jsonl" && continue
   # shellcheck disable=SC2086
