@@ -78,8 +78,10 @@ SIZE_FLOORS_PX = (16, 32, 64)
               help="Weights (.safetensors) or an exported/compressed .onnx; repeat to compare several.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Training config whose sources and dev_fraction define the dev split.")
+@click.option("--source", "only", multiple=True,
+              help="Score only these sources (their folder names, as in the AP columns); repeatable.")
 @click.option("--input-size", type=click.IntRange(32), default=640, show_default=True)
-def dev(models, config, input_size) -> None:
+def dev(models, config, only, input_size) -> None:
     """AP (IoU 0.5) and max-F1 threshold on a training config's dev split: the held-out part of the
     training sources on which every recipe choice is made (never the evaluation set)."""
     from models.detector import load_detector
@@ -92,7 +94,14 @@ def dev(models, config, input_size) -> None:
     except (ValueError, OSError) as e:
         raise click.ClickException(f"{config}: {e}") from e
     recs, source = [], []
-    for name, _, d in source_splits(cfg):
+    splits = source_splits(cfg)
+    unknown = set(only) - {name for name, _, _ in splits}
+    if unknown:
+        raise click.ClickException(f"{config} has no source {sorted(unknown)[0]!r}; its sources: "
+                                   + ", ".join(name for name, _, _ in splits))
+    for name, _, d in splits:
+        if only and name not in only:
+            continue
         recs += d
         source += [name] * len(d)
     if not recs:

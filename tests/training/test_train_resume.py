@@ -97,7 +97,13 @@ def test_eval_dev_reports_ap_per_source(tmp_path):
                                     "--input-size", "128"])
     assert res.exit_code == 0, res.output
     row = res.output.strip().splitlines()[-1].split("|")
-    assert "last.safetensors" in row[1] and 0.0 <= float(row[2]) <= 1.0 and len(row) == 10  # + AP >= 16 / 32 / 64 px, per source
+    assert "last.safetensors" in row[1] and 0.0 <= float(row[2]) <= 1.0 and len(row) == 10  # + AP >= 16/32/64 px
+    one = CliRunner().invoke(main, ["eval", "dev", "--model", str(run / "last.safetensors"), "--config", str(cfg),
+                                    "--input-size", "128", "--source", "set"])
+    assert one.exit_code == 0 and one.output.strip().splitlines()[-1] == res.output.strip().splitlines()[-1]
+    none = CliRunner().invoke(main, ["eval", "dev", "--model", str(run / "last.safetensors"), "--config", str(cfg),
+                                     "--source", "nope"])
+    assert none.exit_code != 0 and "no source 'nope'" in none.output and "Traceback" not in none.output
     bad = CliRunner().invoke(main, ["eval", "dev", "--model", str(cfg), "--config", str(cfg)])
     assert bad.exit_code != 0 and "cannot load" in bad.output and "Traceback" not in bad.output
 
