@@ -232,7 +232,8 @@ def main() -> None:
         old = json.loads(out.with_suffix(".json").read_text())
         new_names = {r["name"] for r in rows}
         rows = [r for r in old["results"] if r["name"] not in new_names] + rows
-        meta["command"] = old["meta"]["command"] + " ; " + meta["command"]
+        cmds = old["meta"]["command"].split(" ; ")  # a re-run that replaces rows is recorded once
+        meta["command"] = " ; ".join([c for c in cmds if c != meta["command"]] + [meta["command"]])
         meta["load"] = old["meta"]["load"]
     out.write_text(markdown(rows, meta))
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
