@@ -131,11 +131,10 @@ def snap_to_teacher(human: WiderImage, fused: Fused, threshold: float = 0.5, min
     IoU-quality score target, low scores on large faces. The teachers were trained on WIDER, so snapping
     to them puts every set in WIDER's convention. Faces the teachers miss keep their human box.
     Returns the snapped labels and how many boxes moved."""
-    d = fused.dets
-    cand = np.nonzero(d[:, 4] >= threshold)[0] if len(d) else np.zeros(0, np.int64)
+    cand = fused_to_wider(human.path, fused, threshold, ignore_below=None)  # the teacher's labels, xywh
     if not len(human) or not len(cand):
         return human, 0
-    ov = iou_xyxy(human.xyxy, d[cand, :4])
+    ov = iou_xyxy(human.xyxy, cand.xyxy)
     boxes = human.boxes.astype(np.float32).copy()
     lms = (human.landmarks.copy() if human.landmarks is not None
            else np.full((len(human), 5, 2), np.nan, np.float32))
@@ -147,11 +146,10 @@ def snap_to_teacher(human: WiderImage, fused: Fused, threshold: float = 0.5, min
             continue
         used_h.add(h)
         used_t.add(t)
-        x0, y0, x1, y1 = d[cand[t], :4]
-        boxes[h] = (x0, y0, x1 - x0, y1 - y0)
-        if fused.landmarks is not None and np.isnan(lms[h]).any():
-            lms[h] = fused.landmarks[cand[t]]
-    has_lms = human.landmarks is not None or fused.landmarks is not None
+        boxes[h] = cand.boxes[t]
+        if cand.landmarks is not None and np.isnan(lms[h]).any():
+            lms[h] = cand.landmarks[t]
+    has_lms = human.landmarks is not None or cand.landmarks is not None
     return WiderImage(human.path, boxes, human.attrs, human.scores, lms if has_lms else None,
                       dict(human.extra)), len(used_h)
 
