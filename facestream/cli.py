@@ -74,6 +74,9 @@ main.add_command(label)
 from facestream.commands.compress import compress  # noqa: E402
 
 main.add_command(compress)
+from facestream.commands.mine_negatives import mine_negatives  # noqa: E402
+
+main.add_command(mine_negatives)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
                               "backs of heads); >1 trades recall for precision")
     face_window_prob: float = Field(0.85, ge=0, le=1, description="how often a training window is centred near a "
                                     "face; the rest fall anywhere (more background)")
+    hard_negatives: str | None = Field(None, description="file of mined false boxes (`facestream mine-negatives`)")
+    hard_negative_prob: float = Field(0.0, ge=0, le=1, description="how often a window of an image with hard "
+                                      "negatives is centred on one of them instead of a face")
     workers: int = Field(1, ge=0)
     threads: int = Field(2, ge=1)
     seed: int = 0
@@ -52,12 +55,22 @@ class TrainConfig(BaseModel):
     init: str | None = Field(None, description="weights (.safetensors) to start from when the run has no checkpoint")
     image_cache: str | None = Field(None, description="folder for decoded training images (memory-mapped)")
     degrade: bool = Field(True, description="camera degradations (blur, resampling, JPEG, noise, light)")
+    freeze: list[str] = Field([], description="modules kept as the init has them (weights and BatchNorm "
+                              "statistics), e.g. backbone.stem: a fine-tune skips their backward pass")
 
     def check(self) -> TrainConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
         if self.window > self.canvas:
             raise ValueError(f"window ({self.window}) must be <= canvas ({self.canvas})")
+        if self.freeze:
+            from models.facedet import build_model, get_config
+
+            known = {n for n, _ in build_model(get_config(self.variant)).named_modules()}
+            unknown = [n for n in self.freeze if n not in known]
+            if unknown:
+                tops = sorted(n for n in known if n and n.count(".") <= 1)
+                raise ValueError(f"freeze: no module {', '.join(unknown)} (modules: {', '.join(tops)})")
         return self
 
 

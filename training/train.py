@@ -23,6 +23,7 @@ from models.facedet import build_model, get_config
 from models.facedet.weights import load_model, read_meta, save_weights
 
 from .config import TrainConfig
+from .data import hard_negatives
 from .data.augment import AugmentConfig
 from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
 from .devset import evaluate_dev
@@ -72,9 +73,20 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
+    """Stop training the named modules (checked by TrainConfig.check); returns them so that every
+    model.train() can be followed by putting them back in eval mode (BatchNorm statistics stay the init's)."""
+    known = dict(model.named_modules())
+    for n in names:
+        known[n].requires_grad_(False)
+    return [known[n] for n in names]
+
+
 def param_groups(model: torch.nn.Module, wd: float):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -94,8 +106,10 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         records += recs
     train_recs, dev_recs = split_dev(records, cfg.dev_fraction)
     aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window, degrade=cfg.degrade,
-                        face_window_prob=cfg.face_window_prob)
-    ds = FaceDataset(train_recs, aug, cfg.seed, ImageCache(Path(cfg.image_cache) if cfg.image_cache else None))
+                        face_window_prob=cfg.face_window_prob, hard_negative_prob=cfg.hard_negative_prob)
+    negatives = hard_negatives.read(Path(cfg.hard_negatives)) if cfg.hard_negatives else None
+    ds = FaceDataset(train_recs, aug, cfg.seed, ImageCache(Path(cfg.image_cache) if cfg.image_cache else None),
+                     negatives)
     iters_per_epoch = max(1, len(ds) // cfg.batch)
     total = iters_per_epoch * cfg.epochs
 
@@ -107,6 +121,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         model.load_state_dict(start.state_dict())  # strict: other shapes fail here, not mid-run
         log.info("initialised from %s", cfg.init)
     model = model.to(device).to(memory_format=torch.channels_last)
+    frozen = freeze_modules(model, cfg.freeze)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
@@ -143,6 +158,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         loader = DataLoader(ds, cfg.batch, sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
                             drop_last=True, persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
         model.train()
+        for m in frozen:
+            m.eval()
         agg: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         t0 = time.time()

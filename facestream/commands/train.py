@@ -24,10 +24,13 @@ def train(config: Path, out: str | None, epochs: int | None, device: str | None,
     Relative paths in the config resolve against the current directory. An ablation is the shipped config
     with one --set changed and its own --out."""
     from training.config import load_config
+    from training.data import hard_negatives
     from training.train import train as run
 
     try:
         cfg = load_config(config, sets=sets, out=out, epochs=epochs, device=device, max_hours=max_hours)
+        if cfg.hard_negatives:  # unreadable or malformed: one line now, not a traceback mid-run
+            hard_negatives.read(Path(cfg.hard_negatives))
     except (ValueError, OSError) as e:
         raise click.ClickException(f"{config}: {e}") from e
     run_dir = run(cfg, resume=not fresh)

@@ -63,3 +63,38 @@ def test_degradations_change_pixels_not_geometry():
     none = AugmentConfig(motion_blur_prob=0, defocus_prob=0, resample_prob=0, jpeg_prob=0, noise_prob=0,
                          light_prob=0)
     assert np.array_equal(degrade(img.copy(), none, rng), img)
+
+
+def test_hard_negative_windows_centre_on_the_false_box_and_keep_the_faces_targets():
+    from training.data.augment import random_crop_affine
+
+    # a 1280x640 image: a face at the left edge, a false box at the right edge, never in one 320 window
+    face = np.array([[60, 300, 120, 360]], np.float32)
+    neg = np.array([[1160, 300, 1220, 360]], np.float32)
+    cfg = AugmentConfig(canvas=640, window=320, face_window_prob=1.0, hard_negative_prob=1.0)
+    hits = 0
+    for seed in range(30):
+        m, _ = random_crop_affine(1280, 640, face, np.zeros(1, bool), cfg, np.random.default_rng(seed), neg)
+        cx, fx = (m[0, 0] * (b[0] + b[2]) / 2 + m[0, 2] for b in (neg[0], face[0]))  # window x of each centre
+        hits += 0 <= cx <= 320 and not 0 <= fx <= 320
+    assert hits == 30  # every window holds the false box and none the face
+    plain = AugmentConfig(canvas=640, window=320, face_window_prob=1.0, hard_negative_prob=0.0)
+    for seed in range(5):  # without negatives (or with the probability 0) nothing changes
+        a = random_crop_affine(1280, 640, face, np.zeros(1, bool), plain, np.random.default_rng(seed))
+        b = random_crop_affine(1280, 640, face, np.zeros(1, bool), plain, np.random.default_rng(seed), neg)
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+
+
+def test_false_boxes_keep_confident_boxes_off_every_face():
+    from training.data.hard_negatives import false_boxes
+
+    faces = np.array([[0, 0, 50, 50], [100, 100, 200, 200]], np.float32)
+    dets = np.array([[5, 5, 45, 45],       # on a face
+                     [300, 300, 340, 340],  # background, confident -> kept
+                     [300, 0, 340, 40],     # background, low score
+                     [190, 190, 240, 240],  # 4% inside a face: kept
+                     [120, 120, 160, 160]], np.float32)  # inside a (crowd / ignore) region
+    scores = np.array([0.9, 0.8, 0.1, 0.5, 0.7], np.float32)
+    fb = false_boxes(dets, scores, faces, min_score=0.3, max_ioa=0.2)
+    assert fb[:, :4].tolist() == [[300, 300, 340, 340], [190, 190, 240, 240]] and np.allclose(fb[:, 4], [0.8, 0.5])
+    assert len(false_boxes(dets, scores, np.zeros((0, 4), np.float32))) == 4  # no faces: every confident box

@@ -118,3 +118,23 @@ def test_set_overrides_any_key_and_rejects_unknown_ones(tmp_path):
     for bad in (["neg_wieght=2"], ["sources.3.weight=1"], ["lr"], ["neg_weight=-1"]):
         res = CliRunner().invoke(main, ["train", str(cfg), *[a for s in bad for a in ("--set", s)]])
         assert res.exit_code != 0 and "Traceback" not in res.output, (bad, res.output)
+
+
+def test_freeze_keeps_the_named_modules_as_the_init_has_them(tmp_path):
+    _make_set(tmp_path / "set")
+    first = train(_cfg(tmp_path, tmp_path / "a", 1))
+    cfg = _cfg(tmp_path, tmp_path / "b", 1).model_copy(
+        update={"init": str(first / "last.safetensors"), "ema_decay": 0.0, "lr": 1e-2,
+                "freeze": ["backbone.stem", "backbone.s4"]})
+    second = train(cfg.check())
+    a, _ = load_model(first / "last.safetensors")
+    b, _ = load_model(second / "last.safetensors")
+    sa, sb = a.state_dict(), b.state_dict()
+    frozen = [k for k in sa if k.startswith(("backbone.stem.", "backbone.s4."))]
+    assert frozen and all(torch.equal(sa[k], sb[k]) for k in frozen)  # weights and BatchNorm statistics
+    moved = [k for k in sa if k.startswith("backbone.s8.") and sa[k].dtype.is_floating_point]
+    assert any(not torch.equal(sa[k], sb[k]) for k in moved)  # the rest still trains
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'variant = "fsdet-s"\n[[sources]]\nimages = "{tmp_path / "set"}"\nlabels = "x"\n')
+    res = CliRunner().invoke(main, ["train", str(toml), "--set", 'freeze=["backbone.stm"]'])
+    assert res.exit_code != 0 and "no module backbone.stm" in res.output and "Traceback" not in res.output

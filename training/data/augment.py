@@ -23,6 +23,7 @@ class AugmentConfig:
     min_face: float = 3.0  # px after scaling; smaller faces are ignored
     min_visible: float = 0.5  # fraction of a face inside the window; less is ignored
     face_window_prob: float = 0.85  # centre the window near a face this often
+    hard_negative_prob: float = 0.0  # ... or near one of the image's hard negatives (see hard_negatives.py)
     flip_prob: float = 0.5
     photometric_prob: float = 0.8
     gray_prob: float = 0.08
@@ -45,20 +46,28 @@ class Sample:
 
 
 def random_crop_affine(
-    w: int, h: int, boxes: np.ndarray, ignore: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+    w: int, h: int, boxes: np.ndarray, ignore: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+    negatives: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """2x3 affine (original -> window pixels) and whether it flips."""
     side = float(min(w, h)) * float(rng.choice(CROP_SCALES))
+    # drawn only for an image with hard negatives (and a probability): the rest keep the random stream they had
+    neg = None
+    if negatives is not None and len(negatives) and cfg.hard_negative_prob and rng.random() < cfg.hard_negative_prob:
+        neg = negatives[rng.integers(len(negatives))]
     x0 = rng.uniform(0, w - side) if side < w else rng.uniform(w - side, 0)
     y0 = rng.uniform(0, h - side) if side < h else rng.uniform(h - side, 0)
+    if neg is not None:  # the crop must hold the false box's centre for the window to find it
+        x0 = float(np.clip(x0, (neg[0] + neg[2]) / 2 - side, (neg[0] + neg[2]) / 2))
+        y0 = float(np.clip(y0, (neg[1] + neg[3]) / 2 - side, (neg[1] + neg[3]) / 2))
     s = cfg.canvas / side
     win = cfg.window
     wx = wy = 0.0
     if win < cfg.canvas:
         room = cfg.canvas - win
         keep = np.nonzero(~ignore)[0]
-        if keep.size and rng.random() < cfg.face_window_prob:
-            b = boxes[rng.choice(keep)]
+        if neg is not None or (keep.size and rng.random() < cfg.face_window_prob):
+            b = neg if neg is not None else boxes[rng.choice(keep)]
             cx, cy = ((b[0] + b[2]) / 2 - x0) * s, ((b[1] + b[3]) / 2 - y0) * s
             wx = float(np.clip(cx - win * rng.uniform(0.2, 0.8), 0, room))
             wy = float(np.clip(cy - win * rng.uniform(0.2, 0.8), 0, room))
@@ -157,9 +166,10 @@ def augment(
     landmarks: np.ndarray,
     cfg: AugmentConfig,
     rng: np.random.Generator,
+    negatives: np.ndarray | None = None,
 ) -> Sample:
     h, w = img.shape[:2]
-    m, flip = random_crop_affine(w, h, boxes, ignore, cfg, rng)
+    m, flip = random_crop_affine(w, h, boxes, ignore, cfg, rng, negatives)
     out = cv2.warpAffine(img, m, (cfg.window, cfg.window), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
     b, ign, lm = transform_targets(boxes, ignore, landmarks, m, flip, cfg)
     out = photometric(out, cfg, rng)

@@ -127,8 +127,10 @@ class ImageCache:
 
 
 class FaceDataset(Dataset):
-    def __init__(self, records: list[Record], cfg: AugmentConfig, seed: int = 0, cache: ImageCache | None = None):
+    def __init__(self, records: list[Record], cfg: AugmentConfig, seed: int = 0, cache: ImageCache | None = None,
+                 negatives: dict[str, np.ndarray] | None = None):
         self.records = records
+        self.negatives = negatives or {}  # image path -> (K,4) hard negatives (hard_negatives.read)
         self.cfg = cfg
         self.seed = seed
         self.epoch = 0
@@ -149,7 +151,7 @@ class FaceDataset(Dataset):
             img = np.zeros((self.cfg.window, self.cfg.window, 3), np.uint8)
             r = Record(r.path, np.zeros((0, 4), np.float32), np.zeros(0, bool), np.zeros((0, 10), np.float32), 0)
         rng = np.random.default_rng([self.seed, self.epoch, i])  # deterministic: exact resume
-        s = augment(img, r.boxes, r.ignore, r.landmarks, self.cfg, rng)
+        s = augment(img, r.boxes, r.ignore, r.landmarks, self.cfg, rng, self.negatives.get(str(r.path)))
         return s.image, s.boxes, s.ignore, s.landmarks
 
 
