@@ -1,7 +1,7 @@
 """Training throughput (images/s) of this tree beside a baseline git ref, in the same run.
 
     .venv/bin/python bench/train_speed.py [--config configs/fsdet-m.toml] [--baseline c889e08]
-        [--steps 12] [--rounds 2] [--markdown]
+        [--steps 12] [--rounds 2] [--window 320] [--markdown]
 
 The baseline is checked out into a temporary git worktree; both trees run the same loop (data
 loading through one DataLoader worker as `facestream train` does, forward, loss with target
@@ -34,9 +34,11 @@ from models.facedet import build_model, get_config
 from training.data import dataset as D
 from training.data.augment import AugmentConfig
 from training.losses import detection_loss
-cfg_path, steps, cache = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+cfg_path, steps, cache, window = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 import tomllib
 raw = tomllib.loads(Path(cfg_path).read_text())
+if window:
+    raw["window"] = window
 torch.set_num_threads(raw.get("threads", 2))
 recs = []
 for s in raw["sources"]:
@@ -81,8 +83,8 @@ print(json.dumps({"img_per_s": n / (time.perf_counter() - t0), "frozen": len(fro
 """
 
 
-def run_tree(tree: Path, config: Path, steps: int, cache: str) -> float:
-    out = subprocess.run([sys.executable, "-c", STEPS, str(tree), str(config), str(steps), cache],
+def run_tree(tree: Path, config: Path, steps: int, cache: str, window: int) -> float:
+    out = subprocess.run([sys.executable, "-c", STEPS, str(tree), str(config), str(steps), cache, str(window)],
                          cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{tree}: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
@@ -96,6 +98,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cache", default="work-data/image-cache")
+    ap.add_argument("--window", type=int, default=0, help="window size for both trees (default: the config's)")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,8 +108,8 @@ def main() -> None:
         try:
             res: dict[str, list[float]] = {"baseline": [], "current": []}
             for r in range(a.rounds):
-                res["baseline"].append(run_tree(wt, a.config, a.steps, ""))
-                res["current"].append(run_tree(ROOT, a.config, a.steps, a.cache))
+                res["baseline"].append(run_tree(wt, a.config, a.steps, "", a.window))
+                res["current"].append(run_tree(ROOT, a.config, a.steps, a.cache, a.window))
                 print(f"round {r + 1}: baseline {res['baseline'][-1]:.1f} img/s, "
                       f"current {res['current'][-1]:.1f} img/s", file=sys.stderr)
         finally:

@@ -1,6 +1,7 @@
 """`facestream train` end to end on a tiny synthetic set: checkpoints load, and resume is exact."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -138,3 +139,36 @@ def test_freeze_keeps_the_named_modules_as_the_init_has_them(tmp_path):
     toml.write_text(f'variant = "fsdet-s"\n[[sources]]\nimages = "{tmp_path / "set"}"\nlabels = "x"\n')
     res = CliRunner().invoke(main, ["train", str(toml), "--set", 'freeze=["backbone.stm"]'])
     assert res.exit_code != 0 and "no module backbone.stm" in res.output and "Traceback" not in res.output
+
+
+def test_mine_negatives_writes_false_boxes_that_train_reads(tmp_path):
+    from training.data import hard_negatives
+    from training.evaluate.replay.match import ioa
+
+    _make_set(tmp_path / "set")
+    run = train(_cfg(tmp_path, tmp_path / "a", 1))  # an untrained model: its boxes are mostly false
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'variant = "fsdet-s"\ndev_fraction = 0.0\ncanvas = 128\nwindow = 96\nbatch = 4\nworkers = 0\n'
+                    f'threads = 1\nepochs = 1\nout = "{tmp_path / "b"}"\n'
+                    f'[[sources]]\nimages = "{tmp_path / "set"}"\nlabels = "{tmp_path / "set" / "labels.txt"}"\n')
+    out = tmp_path / "neg.json"
+    res = CliRunner().invoke(main, ["mine-negatives", "--model", str(run / "last.safetensors"), "--config", str(toml),
+                                    "--out", str(out), "--min-score", "0.0", "--input-size", "128"])
+    assert res.exit_code == 0, res.output
+    mined = hard_negatives.read(out)
+    assert mined and "false boxes on" in res.output
+    names = {f"{i}.jpg" for i in range(8)}
+    for path, boxes in mined.items():
+        assert Path(path).name in names and len(boxes)
+    labels = (tmp_path / "set" / "labels.txt").read_text().split("\n")
+    for i in range(8):
+        x, y, w, h = map(float, labels[3 * i + 2].split()[:4])
+        boxes = mined.get(str((tmp_path / "set" / "images" / f"{i}.jpg").resolve()))
+        if boxes is not None:
+            assert ioa(boxes, np.array([[x, y, x + w, y + h]])).max() <= 0.2
+    trained = CliRunner().invoke(main, ["train", str(toml), "--set", f'hard_negatives="{out}"',
+                                        "--set", "hard_negative_prob=1.0"])
+    assert trained.exit_code == 0, trained.output
+    out.write_text("{not json")
+    bad = CliRunner().invoke(main, ["train", str(toml), "--set", f'hard_negatives="{out}"'])
+    assert bad.exit_code != 0 and "hard negatives" in bad.output and "Traceback" not in bad.output
