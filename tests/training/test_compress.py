@@ -3,6 +3,7 @@ fails a variant losing too much (a deliberately over-pruned model) and passes on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -218,8 +219,8 @@ def test_prune_command_fine_tunes_through_the_training_pipeline(tmp_path):
     (tmp_path / "set" / "labels.txt").write_text("\n".join(lines) + "\n")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(f'variant = "fsdet-m"\nbatch = 4\ncanvas = 128\nwindow = 96\nworkers = 0\nthreads = 1\n'
-                   f'dev_fraction = 0.25\neval_every = 1\n[[sources]]\nimages = "{tmp_path / "set"}"\n'
-                   f'labels = "{tmp_path / "set" / "labels.txt"}"\n')
+                   f'dev_fraction = 0.25\neval_every = 1\nfreeze = ["backbone.stem"]\n[[sources]]\n'
+                   f'images = "{tmp_path / "set"}"\nlabels = "{tmp_path / "set" / "labels.txt"}"\n')
     out = tmp_path / "run"
     res = run("compress", "prune", "--model", SHIPPED, "--ratio", "0.5", "--config", cfg, "--epochs", 1,
               "--out", out, "--no-gate")
@@ -230,3 +231,4 @@ def test_prune_command_fine_tunes_through_the_training_pipeline(tmp_path):
     assert meta.extra["pruned_from"].startswith("fsdet-m") and meta.extra["prune_ratio"] == "0.5"
     assert (out / "fsdet-m-p50.onnx").exists()
     assert "prune_ratio" in w.with_suffix(".md").read_text()
+    assert json.loads((out / "config.json").read_text())["freeze"] == []  # a pruned net trains every layer

@@ -66,8 +66,9 @@ def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs:
         pruned = prune_model(src, ratio)
         save_weights(pruned, init, name=pruned.cfg.name, version="0", trained_on=meta.trained_on,
                      threshold=meta.threshold, **provenance)
+    # every layer trains: a pruned layer has to recover what it lost (the recipe's `freeze` would keep it as cut)
     cfg = load_config(config, init=str(init), out=str(out), epochs=epochs, max_hours=max_hours, lr=lr,
-                      warmup_iters=50, **overrides)
+                      warmup_iters=50, **{"freeze": [], **overrides})
     train(cfg)
     ckpt = out / "best.safetensors" if (out / "best.safetensors").exists() else out / "last.safetensors"
     name = read_meta(init, with_sha=False).name
