@@ -74,12 +74,18 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
-    """Stop training the named modules (checked by TrainConfig.check); returns them so that every
-    model.train() can be followed by putting them back in eval mode (BatchNorm statistics stay the init's)."""
+    """Stop training the named modules (checked by TrainConfig.check); returns them for `train_mode`."""
     known = dict(model.named_modules())
     for n in names:
         known[n].requires_grad_(False)
     return [known[n] for n in names]
+
+
+def train_mode(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
+    """model.train() with the frozen modules left in eval mode: their BatchNorm statistics stay the init's."""
+    model.train()
+    for m in frozen:
+        m.eval()
 
 
 def param_groups(model: torch.nn.Module, wd: float):
@@ -157,9 +163,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         sampler = WeightedRandomSampler(ds.weights(), iters_per_epoch * cfg.batch, replacement=True, generator=g)
         loader = DataLoader(ds, cfg.batch, sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
                             drop_last=True, persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
-        model.train()
-        for m in frozen:
-            m.eval()
+        train_mode(model, frozen)
         agg: dict[str, float] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         t0 = time.time()
