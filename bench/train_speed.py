@@ -37,6 +37,7 @@ from training.losses import detection_loss
 cfg_path, steps, cache, window = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 import tomllib
 raw = tomllib.loads(Path(cfg_path).read_text())
+raw.update(json.loads(sys.argv[6]))  # --set overrides (top-level keys)
 if window:
     raw["window"] = window
 torch.set_num_threads(raw.get("threads", 2))
@@ -65,12 +66,24 @@ if raw.get("freeze"):  # a tree that can freeze modules does as the config says;
     except ImportError:
         pass
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3)
+amp = None  # a tree that trains in bf16 on this CPU does as the config says; older trees run fp32
+try:
+    from training.config import TrainConfig
+    from training.train import autocast_dtype
+    amp = autocast_dtype(TrainConfig(**{k: v for k, v in raw.items() if k in TrainConfig.model_fields}),
+                         torch.device("cpu"))
+except ImportError:
+    pass
 t0, n = None, 0
 for i, (imgs, tg) in enumerate(loader):
     if i == 2:
         t0 = time.perf_counter()
     imgs = imgs.contiguous(memory_format=torch.channels_last)
-    loss, _ = detection_loss(model.forward_levels(imgs), tg, 4.0)
+    with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+        levels = model.forward_levels(imgs)
+    if amp is not None:  # the loss in fp32, as `facestream train` does
+        levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s) for c, b, k, p, s in levels]
+    loss, _ = detection_loss(levels, tg, 4.0)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -80,8 +93,9 @@ print(json.dumps({"img_per_s": n / (time.perf_counter() - t0)}))
 """
 
 
-def run_tree(tree: Path, config: Path, steps: int, cache: str, window: int) -> float:
-    out = subprocess.run([sys.executable, "-c", STEPS, str(tree), str(config), str(steps), cache, str(window)],
+def run_tree(tree: Path, config: Path, steps: int, cache: str, window: int, sets: dict | None = None) -> float:
+    out = subprocess.run([sys.executable, "-c", STEPS, str(tree), str(config), str(steps), cache, str(window),
+                          json.dumps(sets or {})],
                          cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"{tree}: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
@@ -96,27 +110,38 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cache", default="work-data/image-cache")
     ap.add_argument("--window", type=int, default=0, help="window size for both trees (default: the config's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a third arm: the current tree with this top-level config override (e.g. cpu_bf16=true)")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from training.config import apply_set
+
+    sets: dict = {}
+    for kv in a.set:
+        apply_set(sets, kv)
+    arms = {"baseline": None, "current": {}, **({"current " + " ".join(a.set): sets} if sets else {})}
     with tempfile.TemporaryDirectory() as tmp:
         wt = Path(tmp) / "baseline"
         subprocess.run(["git", "worktree", "add", "--detach", str(wt), a.baseline], cwd=ROOT, check=True,
                        capture_output=True)
         try:
-            res: dict[str, list[float]] = {"baseline": [], "current": []}
+            res: dict[str, list[float]] = {k: [] for k in arms}
             for r in range(a.rounds):
-                res["baseline"].append(run_tree(wt, a.config, a.steps, "", a.window))
-                res["current"].append(run_tree(ROOT, a.config, a.steps, a.cache, a.window))
-                print(f"round {r + 1}: baseline {res['baseline'][-1]:.1f} img/s, "
-                      f"current {res['current'][-1]:.1f} img/s", file=sys.stderr)
+                for name, over in arms.items():
+                    res[name].append(run_tree(wt, a.config, a.steps, "", a.window) if over is None
+                                     else run_tree(ROOT, a.config, a.steps, a.cache, a.window, over))
+                print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f} img/s" for k, v in res.items()), file=sys.stderr)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
-    b, c = statistics.median(res["baseline"]), statistics.median(res["current"])
+    med = {k: statistics.median(v) for k, v in res.items()}
+    b = med["baseline"]
     if a.markdown:
-        print(f"| tree | images/s (median of {a.rounds}) |\n| --- | --- |\n| baseline `{a.baseline}` | {b:.1f} |\n"
-              f"| current | {c:.1f} |\n| ratio | **{c / b:.2f}x** |")
+        print(f"| tree | images/s (median of {a.rounds}) | ratio |\n| --- | --- | --- |")
+        for k, v in med.items():
+            print(f"| {f'baseline `{a.baseline}`' if k == 'baseline' else k} | {v:.1f} | **{v / b:.2f}x** |")
     else:
-        print(json.dumps({"baseline": b, "current": c, "ratio": c / b, "rounds": res}))
+        print(json.dumps({**med, "ratio": med["current"] / b, "rounds": res}))
 
 
 if __name__ == "__main__":

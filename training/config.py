@@ -47,7 +47,9 @@ class TrainConfig(BaseModel):
     threads: int = Field(2, ge=1)
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # CUDA only
+    amp: bool = True  # CUDA: fp16 autocast with a gradient scaler
+    cpu_bf16: bool = Field(False, description="CPU: bf16 autocast where the CPU computes bf16 natively (AMX or "
+                           "AVX512-BF16; else fp32, said once in the log)")
     dev_fraction: float = Field(0.05, ge=0, lt=0.5)
     eval_every: int = Field(5, ge=1, description="epochs between dev evaluations")
     checkpoint_every_s: float = Field(300, gt=0)

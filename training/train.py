@@ -73,6 +73,24 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def native_cpu_bf16() -> bool:
+    """The CPU computes bf16 in hardware (AMX tiles or AVX512-BF16): elsewhere bf16 is emulated and slower."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, p, lambda: False)()) for p in probes)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The training forward's mixed-precision dtype: fp16 on CUDA (`amp`), bf16 on a CPU with native bf16
+    (`cpu_bf16`), None for fp32. The loss, the optimizer and the EMA stay fp32 either way."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.amp else None
+    if device.type == "cpu" and cfg.cpu_bf16:
+        if native_cpu_bf16():
+            return torch.bfloat16
+        log.warning("cpu_bf16: this CPU has no native bf16 (AMX / AVX512-BF16); training in fp32")
+    return None
+
+
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
     """Stop training the named modules (checked by TrainConfig.check); returns them for `train_mode`."""
     known = dict(model.named_modules())
@@ -130,7 +148,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
     frozen = freeze_modules(model, cfg.freeze)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    amp_dtype = autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     step, epoch, best = 0, 0, -1.0
     if resume and state_path.exists():
         st = torch.load(state_path, map_location=device, weights_only=True)
@@ -174,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             tg = {k: v.to(device) for k, v in tg.items()}
             for gr in opt.param_groups:
                 gr["lr"] = lr_at(step, total, cfg)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 levels = model.forward_levels(imgs)
             levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s)
                       for c, b, k, p, s in levels]
