@@ -22,10 +22,14 @@ declare -A CHANGE=(
   [window-384-frozen]="--set window=384 --set freeze=[\"backbone.stem\",\"backbone.s4\",\"backbone.s8\"]"
   # windows centred on the shipped model's own false boxes (`facestream mine-negatives`, scripts/mine_negatives.sh)
   [hard-negatives]="--set hard_negatives=work-data/hard-negatives.json --set hard_negative_prob=0.25"
+  # windows of 512 (large faces whole, more context), with the frozen high-resolution layers
+  [window-512-frozen]="--set window=512 --set freeze=[\"backbone.stem\",\"backbone.s4\",\"backbone.s8\"]"
+  # bf16 autocast on a CPU with AMX / AVX512-BF16 (a speed change: it must tie fp32)
+  [cpu-bf16]="--set cpu_bf16=true"
   # the face-mask sets' human boxes as drawn (head boxes), not snapped to WIDER's convention
   [human-boxes]="--set sources.1.labels=../shared/data/train/facemask-web/labels.txt --set sources.1.fill=../shared/data/teacher-labels/facemask-web-fill.txt --set sources.2.labels=../shared/data/train/facemask-web-2/labels.txt --set sources.2.fill=../shared/data/teacher-labels/facemask-web-2-fill.txt"
 )
-ORDER=(base neg-weight-2 background-windows fills-as-ignore human-boxes freeze-stem-s4 freeze-to-s8 hard-negatives window-384-frozen)
+ORDER=(base neg-weight-2 background-windows fills-as-ignore human-boxes freeze-stem-s4 freeze-to-s8 hard-negatives window-384-frozen window-512-frozen cpu-bf16)
 [ $# -gt 1 ] && ORDER=("${@:2}")
 set -f  # the changes' TOML lists are not glob patterns
 for name in "${ORDER[@]}"; do
