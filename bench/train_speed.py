@@ -66,12 +66,13 @@ if raw.get("freeze"):  # a tree that can freeze modules does as the config says;
     except ImportError:
         pass
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3)
-amp = None  # a tree that trains in bf16 on this CPU does as the config says; older trees run fp32
-try:
+forward = model.forward_levels  # older trees: fp32
+try:  # a tree with mixed precision runs the forward as `facestream train` does (bf16 where the config asks)
     from training.config import TrainConfig
-    from training.train import autocast_dtype
+    from training.train import autocast_dtype, mixed_forward
     amp = autocast_dtype(TrainConfig(**{k: v for k, v in raw.items() if k in TrainConfig.model_fields}),
                          torch.device("cpu"))
+    forward = lambda x: mixed_forward(model, x, amp)  # noqa: E731
 except ImportError:
     pass
 t0, n = None, 0
@@ -79,11 +80,7 @@ for i, (imgs, tg) in enumerate(loader):
     if i == 2:
         t0 = time.perf_counter()
     imgs = imgs.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
-        levels = model.forward_levels(imgs)
-    if amp is not None:  # the loss in fp32, as `facestream train` does
-        levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s) for c, b, k, p, s in levels]
-    loss, _ = detection_loss(levels, tg, 4.0)
+    loss, _ = detection_loss(forward(imgs), tg, 4.0)
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -91,6 +91,13 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return None
 
 
+def mixed_forward(model: torch.nn.Module, imgs: torch.Tensor, dtype: torch.dtype | None):
+    """`forward_levels` under autocast to `dtype` (None: plain fp32), its outputs in fp32 for the loss."""
+    with torch.autocast(imgs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        levels = model.forward_levels(imgs)
+    return [(c.float(), b.float(), None if k is None else k.float(), p.float(), s) for c, b, k, p, s in levels]
+
+
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
     """Stop training the named modules (checked by TrainConfig.check); returns them for `train_mode`."""
     known = dict(model.named_modules())
@@ -193,10 +200,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             tg = {k: v.to(device) for k, v in tg.items()}
             for gr in opt.param_groups:
                 gr["lr"] = lr_at(step, total, cfg)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                levels = model.forward_levels(imgs)
-            levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s)
-                      for c, b, k, p, s in levels]
+            levels = mixed_forward(model, imgs, amp_dtype)
             loss, st = detection_loss(levels, tg, get_config(cfg.variant).anchor_scale, cfg.box_weight,
                                       cfg.landmark_weight, cfg.neg_weight)
             opt.zero_grad(set_to_none=True)

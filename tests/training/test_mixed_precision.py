@@ -37,10 +37,7 @@ def test_autocast_dtype_per_device_and_setting(monkeypatch, caplog):
 
 def _step(model, imgs, tg, bf16: bool):
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        levels = model.forward_levels(imgs)
-    levels = [(c.float(), b.float(), None if k is None else k.float(), p.float(), s) for c, b, k, p, s in levels]
-    loss, _ = detection_loss(levels, tg)
+    loss, _ = detection_loss(T.mixed_forward(model, imgs, torch.bfloat16 if bf16 else None), tg)
     loss.backward()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return float(loss.detach()), grad
