@@ -59,6 +59,10 @@ class TrainConfig(BaseModel):
     degrade: bool = Field(True, description="camera degradations (blur, resampling, JPEG, noise, light)")
     freeze: list[str] = Field([], description="modules kept as the init has them (weights and BatchNorm "
                               "statistics), e.g. backbone.stem: a fine-tune skips their backward pass")
+    distill_from: str | None = Field(None, description="teacher weights (.safetensors, same strides) whose score "
+                                     "maps the model also learns, point by point: a pruned model from its float "
+                                     "original")
+    distill_weight: float = Field(1.0, ge=0, description="weight of the score-map distillation loss")
 
     def check(self) -> TrainConfig:
         if self.variant not in VARIANTS:

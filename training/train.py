@@ -27,7 +27,7 @@ from .data import hard_negatives
 from .data.augment import AugmentConfig
 from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
 from .devset import evaluate_dev
-from .losses import detection_loss
+from .losses import detection_loss, score_distillation
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,18 @@ def train_mode(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
         m.eval()
 
 
+def load_teacher(path: str, student: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The frozen teacher of score-map distillation; its strides must be the student's (point-to-point)."""
+    teacher, _ = load_model(path, device=device)
+    if tuple(teacher.cfg.strides) != tuple(student.cfg.strides):
+        raise ValueError(f"distill_from {path}: strides {teacher.cfg.strides} differ from the model's "
+                         f"{student.cfg.strides}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log.info("distilling the score maps of %s (weight in the loss: see distill_weight)", path)
+    return teacher.to(memory_format=torch.channels_last).eval()
+
+
 def param_groups(model: torch.nn.Module, wd: float):
     decay, no_decay = [], []
     for n, p in model.named_parameters():
@@ -153,6 +165,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         log.info("initialised from %s", cfg.init)
     model = model.to(device).to(memory_format=torch.channels_last)
     frozen = freeze_modules(model, cfg.freeze)
+    teacher = load_teacher(cfg.distill_from, model, device) if cfg.distill_from else None
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     amp_dtype = autocast_dtype(cfg, device)
@@ -203,6 +216,12 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             levels = mixed_forward(model, imgs, amp_dtype)
             loss, st = detection_loss(levels, tg, get_config(cfg.variant).anchor_scale, cfg.box_weight,
                                       cfg.landmark_weight, cfg.neg_weight)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_levels = mixed_forward(teacher, imgs, amp_dtype)
+                kd = score_distillation(levels, t_levels)
+                loss = loss + cfg.distill_weight * kd
+                st["distill"] = float(kd.detach())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)

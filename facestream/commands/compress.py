@@ -131,8 +131,13 @@ def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: i
               help="Float weights (.safetensors) to prune.")
 @click.option("--ratio", type=click.FloatRange(0, 1, max_open=True), required=True,
               help="Share of channels removed from every group (0.3: widths x0.7, rounded to multiples of 8).")
+@click.option("--groups", default="all", show_default=True,
+              help="Comma list of the channel groups to prune: stem, w0..w3 (the backbone stages, strides "
+                   "4..32), neck (FPN and head: most of the latency per parameter); all = every group.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, help="Training config: the fine-tune's data and recipe, and the dev split.")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="The fine-tune also learns MODEL's score maps point by point (knowledge distillation).")
 @click.option("--epochs", type=click.IntRange(0), default=12, show_default=True, help="Fine-tune epochs.")
 @click.option("--max-hours", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop the fine-tune (resumably) after this much wall time.")
@@ -140,17 +145,19 @@ def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: i
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (resumes there) [default: runs/<name>-p<ratio>].")
 @gate_options
-def prune(model: Path, ratio: float, config: Path, epochs: int, max_hours, lr, out_dir, gate, wider_dir,
-          replay_clips, max_drop) -> None:
+def prune(model: Path, ratio: float, groups: str, config: Path, distill: bool, epochs: int, max_hours, lr, out_dir,
+          gate, wider_dir, replay_clips, max_drop) -> None:
     """Prune MODEL's channels by RATIO, fine-tune it through the training pipeline, calibrate its threshold
     on the dev split; writes OUT/<name>-p<ratio>.safetensors and .onnx with its card."""
     from models.facedet.weights import ModelFileError, read_meta
+    from training.compress.prune import variant_name
     from training.compress.variants import card, prune_variant
 
+    chosen = None if groups.strip() == "all" else tuple(g.strip() for g in groups.split(",") if g.strip())
     try:
-        name = read_meta(model, with_sha=False).name
-        out_dir = out_dir or Path("runs") / f"{name}-p{round(ratio * 100)}"
-        res = prune_variant(model, ratio, config, out_dir, epochs=max(1, epochs), max_hours=max_hours, lr=lr)
+        out_dir = out_dir or Path("runs") / variant_name(read_meta(model, with_sha=False).name, ratio, chosen)
+        res = prune_variant(model, ratio, config, out_dir, epochs=max(1, epochs), max_hours=max_hours, lr=lr,
+                            groups=chosen, distill=distill)
     except (ModelFileError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
     weights = Path(res["weights"])

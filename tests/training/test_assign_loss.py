@@ -1,5 +1,6 @@
 """Target assignment and loss: behaviour on small, known layouts."""
 
+import pytest
 import torch
 
 from models.facedet import build_model, get_config
@@ -160,3 +161,26 @@ def test_ignore_small_turns_faces_under_the_size_into_ignore_regions():
     small = ignore_small(gt, [1.0], 16)
     assert small[0][1].tolist() == [False, True] and average_precision(dets, small) == 1.0
     assert ignore_small(gt, [2.0], 16)[0][1].tolist() == [False, False]  # 10 px at 2x serving scale is 20 px
+
+
+def _levels(logits_per_level):
+    return [(lg[..., None], None, None, None, s) for lg, s in logits_per_level]
+
+
+def test_score_distillation_is_zero_at_the_teacher_and_pulls_the_student_to_it():
+    from training.losses import score_distillation
+
+    g = torch.Generator().manual_seed(0)
+    teacher = _levels([(torch.randn(2, 64, generator=g) * 3, 8), (torch.randn(2, 16, generator=g) * 3, 16)])
+    assert float(score_distillation(teacher, teacher)) == 0.0
+    student = [(torch.zeros(2, 64, requires_grad=True), 8), (torch.zeros(2, 16, requires_grad=True), 16)]
+    loss = score_distillation(_levels(student), teacher)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    for (s, _), (t, _, _, _, _) in zip(student, teacher, strict=True):
+        # gradient descent moves each logit toward the teacher's (where the teacher is not already at 0.5)
+        step = -s.grad
+        far = t[..., 0].abs() > 0.5
+        assert bool((torch.sign(step[far]) == torch.sign(t[..., 0][far])).all())
+    with pytest.raises(ValueError, match="differ"):
+        score_distillation(_levels([(torch.zeros(2, 64), 8)]), teacher)

@@ -229,6 +229,23 @@ def test_prune_command_fine_tunes_through_the_training_pipeline(tmp_path):
     meta = read_meta(w)
     assert meta.config.widths == (16, 32, 64, 128) and meta.threshold is not None
     assert meta.extra["pruned_from"].startswith("fsdet-m") and meta.extra["prune_ratio"] == "0.5"
+    assert meta.extra["finetune_distill_from"].startswith("fsdet-m")  # learnt the float model's score maps too
+    assert json.loads((out / "config.json").read_text())["distill_from"] == str(SHIPPED)
     assert (out / "fsdet-m-p50.onnx").exists()
     assert "prune_ratio" in w.with_suffix(".md").read_text()
     assert json.loads((out / "config.json").read_text())["freeze"] == []  # a pruned net trains every layer
+
+
+def test_pruning_only_the_neck_keeps_the_backbone_as_trained():
+    from training.compress.variants import untouched
+
+    m, _ = load_model(SHIPPED)
+    p = prune_model(m, 0.5, ("neck",))
+    assert p.cfg.name == "fsdet-m-p50-neck" and p.cfg.neck == 32 and p.cfg.widths == m.cfg.widths
+    sa, sb = m.state_dict(), p.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("backbone."))
+    assert untouched(["backbone.stem", "backbone.s8", "neck.lateral"], sa, sb) == ["backbone.stem", "backbone.s8"]
+    whole = prune_model(m, 0.5)
+    assert untouched(["backbone.stem", "backbone.s8"], sa, whole.state_dict()) == []
+    with pytest.raises(ValueError, match="unknown channel groups"):
+        prune_model(m, 0.5, ("necks",))

@@ -20,6 +20,7 @@ import torch
 from models.facedet.config import DetectorConfig
 
 STAGES = ("s4", "s8", "s16", "s32")
+GROUPS = ("stem", "w0", "w1", "w2", "w3", "neck")  # w0..w3: the stages' widths (strides 4..32)
 BN_FIELDS = r"(weight|bias|running_mean|running_var)"
 
 
@@ -73,17 +74,31 @@ def kept_width(c: int, ratio: float, multiple: int = 8) -> int:
     return max(multiple, min(c, round(c * (1.0 - ratio) / multiple) * multiple))
 
 
-def prune_state(model, ratio: float) -> tuple[DetectorConfig, dict[str, torch.Tensor], dict[str, list[int]]]:
-    """(pruned config, pruned state dict, kept channel indices per group) keeping 1-ratio of each group."""
+def variant_name(base: str, ratio: float, groups: tuple[str, ...] | None = None) -> str:
+    """fsdet-m-p50 (every group), fsdet-m-p50-neck (only the neck)."""
+    if ratio == 0:
+        return base
+    only = "" if not groups or set(groups) == set(GROUPS) else "-" + "-".join(g for g in GROUPS if g in groups)
+    return f"{base}-p{round(ratio * 100)}{only}"
+
+
+def prune_state(model, ratio: float, groups: tuple[str, ...] | None = None,
+                ) -> tuple[DetectorConfig, dict[str, torch.Tensor], dict[str, list[int]]]:
+    """(pruned config, pruned state dict, kept channel indices per group) keeping 1-ratio of each group in
+    `groups` (default: all). Pruning only the neck keeps the backbone as trained: the neck and head run at
+    stride 8 on every level and carry most of the latency per parameter."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
+    unknown = set(groups or ()) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown channel groups {sorted(unknown)}: choose from {', '.join(GROUPS)}")
     cfg: DetectorConfig = model.cfg
     state = model.state_dict()
     widths = {"stem": cfg.stem, "neck": cfg.neck, **{f"w{i}": w for i, w in enumerate(cfg.widths)}}
     scores = importance(state)
     keep: dict[str, torch.Tensor] = {}
     for group, c in widths.items():
-        n = kept_width(c, ratio) if ratio > 0 else c
+        n = kept_width(c, ratio) if ratio > 0 and (not groups or group in groups) else c
         keep[group] = torch.sort(torch.topk(scores[group], n).indices).values
     new_state = {}
     for key, t in state.items():
@@ -91,16 +106,16 @@ def prune_state(model, ratio: float) -> tuple[DetectorConfig, dict[str, torch.Te
             t = t.index_select(dim, keep[group])
         new_state[key] = t.clone()
     new_cfg = dataclasses.replace(
-        cfg, name=cfg.name if ratio == 0 else f"{cfg.name}-p{round(ratio * 100)}",
+        cfg, name=variant_name(cfg.name, ratio, groups),
         stem=len(keep["stem"]), widths=tuple(len(keep[f"w{i}"]) for i in range(4)), neck=len(keep["neck"]))
     return new_cfg, new_state, {g: k.tolist() for g, k in keep.items()}
 
 
-def prune_model(model, ratio: float):
+def prune_model(model, ratio: float, groups: tuple[str, ...] | None = None):
     """A new FaceDetNet (eval mode) with the pruned config and weights."""
     from models.facedet.network import build_model
 
-    new_cfg, new_state, _ = prune_state(model, ratio)
+    new_cfg, new_state, _ = prune_state(model, ratio, groups)
     pruned = build_model(new_cfg)
     pruned.load_state_dict(new_state, strict=True)
     return pruned.eval()

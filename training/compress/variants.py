@@ -47,11 +47,18 @@ def quantize_variant(model: Path, out: Path, precision: str = "int8", *, calib: 
     return quantize_int8(src, out, calibration_batches(imgs, size), method=method, keep_float=keep_float)
 
 
+def untouched(prefixes: list[str], before: dict, after: dict) -> list[str]:
+    """The module prefixes none of whose tensors pruning changed (they may stay frozen in the fine-tune)."""
+    changed = [k for k, t in before.items() if after[k].shape != t.shape]
+    return [p for p in prefixes if not any(k == p or k.startswith(p + ".") for k in changed)]
+
+
 def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs: int = 12,
                   max_hours: float | None = None, lr: float = 1e-3, version: str | None = None,
-                  **overrides) -> dict:
-    """Prune `model` by `ratio`, fine-tune it with `config`'s recipe (run folder `out`, resumable),
-    calibrate its threshold on the dev split and write out/<name>.safetensors + .onnx."""
+                  groups: tuple[str, ...] | None = None, distill: bool = True, **overrides) -> dict:
+    """Prune `groups` (default: all) of `model` by `ratio`, fine-tune it with `config`'s recipe (run folder
+    `out`, resumable), calibrate its threshold on the dev split and write out/<name>.safetensors + .onnx.
+    With `distill`, the fine-tune also learns the float model's score maps (`distill_from`)."""
     from training.config import load_config
     from training.export import release
     from training.train import train
@@ -60,15 +67,20 @@ def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs:
     src, meta = load_model(model)
     provenance = {"pruned_from": f"{meta.name} {meta.version} ({meta.sha256[:12]})", "prune_ratio": str(ratio),
                   "prune_method": "structured channels, BatchNorm |gamma| per coupled group",
-                  "finetune_epochs": str(epochs), "finetune_config": str(config)}
+                  "prune_groups": ",".join(groups) if groups else "all",
+                  "finetune_epochs": str(epochs), "finetune_config": str(config),
+                  "finetune_distill_from": f"{meta.name} {meta.version}" if distill else "none"}
     init = out / "pruned-init.safetensors"
+    pruned = prune_model(src, ratio, groups)
     if not init.exists():
-        pruned = prune_model(src, ratio)
         save_weights(pruned, init, name=pruned.cfg.name, version="0", trained_on=meta.trained_on,
                      threshold=meta.threshold, **provenance)
-    # every layer trains: a pruned layer has to recover what it lost (the recipe's `freeze` would keep it as cut)
+    # a pruned layer trains, it has to recover what it lost; the recipe's frozen layers that pruning left
+    # whole stay frozen (their input and output channels are the float model's)
+    freeze = untouched(list(load_config(config).freeze), src.state_dict(), pruned.state_dict())
     cfg = load_config(config, init=str(init), out=str(out), epochs=epochs, max_hours=max_hours, lr=lr,
-                      warmup_iters=50, **{"freeze": [], **overrides})
+                      warmup_iters=50, **{"freeze": freeze, "distill_from": str(model) if distill else None,
+                                          **overrides})
     train(cfg)
     ckpt = out / "best.safetensors" if (out / "best.safetensors").exists() else out / "last.safetensors"
     name = read_meta(init, with_sha=False).name
