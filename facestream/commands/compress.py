@@ -133,7 +133,7 @@ def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: i
               help="Share of channels removed from every group (0.3: widths x0.7, rounded to multiples of 8).")
 @click.option("--groups", default="all", show_default=True,
               help="Comma list of the channel groups to prune: stem, w0..w3 (the backbone stages, strides "
-                   "4..32), neck (FPN and head: most of the latency per parameter); all = every group.")
+                   "4..32), neck (FPN and head channels); all = every group.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, help="Training config: the fine-tune's data and recipe, and the dev split.")
 @click.option("--distill/--no-distill", default=True, show_default=True,

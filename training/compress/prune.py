@@ -85,8 +85,7 @@ def variant_name(base: str, ratio: float, groups: tuple[str, ...] | None = None)
 def prune_state(model, ratio: float, groups: tuple[str, ...] | None = None,
                 ) -> tuple[DetectorConfig, dict[str, torch.Tensor], dict[str, list[int]]]:
     """(pruned config, pruned state dict, kept channel indices per group) keeping 1-ratio of each group in
-    `groups` (default: all). Pruning only the neck keeps the backbone as trained: the neck and head run at
-    stride 8 on every level and carry most of the latency per parameter."""
+    `groups` (default: all); the other groups keep every channel and their weights as trained."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
     unknown = set(groups or ()) - set(GROUPS)
