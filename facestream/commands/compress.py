@@ -136,8 +136,9 @@ def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: i
                    "4..32), neck (FPN and head channels); all = every group.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEFAULT_CONFIG,
               show_default=True, help="Training config: the fine-tune's data and recipe, and the dev split.")
-@click.option("--distill/--no-distill", default=True, show_default=True,
-              help="The fine-tune also learns MODEL's score maps point by point (knowledge distillation).")
+@click.option("--distill/--no-distill", default=False, show_default=True,
+              help="The fine-tune also learns MODEL's score maps point by point (knowledge distillation; "
+                   "measured a tie at 0.6x the speed, docs/training.md).")
 @click.option("--epochs", type=click.IntRange(0), default=12, show_default=True, help="Fine-tune epochs.")
 @click.option("--max-hours", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop the fine-tune (resumably) after this much wall time.")

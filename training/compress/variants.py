@@ -55,7 +55,7 @@ def untouched(prefixes: list[str], before: dict, after: dict) -> list[str]:
 
 def prune_variant(model: Path, ratio: float, config: Path, out: Path, *, epochs: int = 12,
                   max_hours: float | None = None, lr: float = 1e-3, version: str | None = None,
-                  groups: tuple[str, ...] | None = None, distill: bool = True, **overrides) -> dict:
+                  groups: tuple[str, ...] | None = None, distill: bool = False, **overrides) -> dict:
     """Prune `groups` (default: all) of `model` by `ratio`, fine-tune it with `config`'s recipe (run folder
     `out`, resumable), calibrate its threshold on the dev split and write out/<name>.safetensors + .onnx.
     With `distill`, the fine-tune also learns the float model's score maps (`distill_from`)."""
