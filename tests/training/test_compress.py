@@ -249,3 +249,11 @@ def test_pruning_only_the_neck_keeps_the_backbone_as_trained():
     assert untouched(["backbone.stem", "backbone.s8"], sa, whole.state_dict()) == []
     with pytest.raises(ValueError, match="unknown channel groups"):
         prune_model(m, 0.5, ("necks",))
+
+
+def test_prune_command_refuses_unknown_groups_in_one_line_before_writing_anything(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["compress", "prune", "--model", str(SHIPPED), "--ratio", "0.5", "--groups",
+                                    "neck,w9", "--out", str(out), "--no-gate"])
+    assert res.exit_code == 1 and "unknown channel groups ['w9']" in res.output
+    assert "Traceback" not in res.output and not out.exists()

@@ -74,8 +74,15 @@ def kept_width(c: int, ratio: float, multiple: int = 8) -> int:
     return max(multiple, min(c, round(c * (1.0 - ratio) / multiple) * multiple))
 
 
+def check_groups(groups: tuple[str, ...] | None) -> None:
+    unknown = set(groups or ()) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown channel groups {sorted(unknown)}: choose from {', '.join(GROUPS)}")
+
+
 def variant_name(base: str, ratio: float, groups: tuple[str, ...] | None = None) -> str:
     """fsdet-m-p50 (every group), fsdet-m-p50-neck (only the neck)."""
+    check_groups(groups)
     if ratio == 0:
         return base
     only = "" if not groups or set(groups) == set(GROUPS) else "-" + "-".join(g for g in GROUPS if g in groups)
@@ -88,9 +95,7 @@ def prune_state(model, ratio: float, groups: tuple[str, ...] | None = None,
     `groups` (default: all); the other groups keep every channel and their weights as trained."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"prune ratio must be in [0, 1), got {ratio}")
-    unknown = set(groups or ()) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"unknown channel groups {sorted(unknown)}: choose from {', '.join(GROUPS)}")
+    check_groups(groups)
     cfg: DetectorConfig = model.cfg
     state = model.state_dict()
     widths = {"stem": cfg.stem, "neck": cfg.neck, **{f"w{i}": w for i, w in enumerate(cfg.widths)}}
