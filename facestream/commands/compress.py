@@ -140,14 +140,16 @@ def _tensorrt_engine(model: Path, precision: str, calib, config: Path, frames: i
               help="The fine-tune also learns MODEL's score maps point by point (knowledge distillation; "
                    "measured a tie at 0.6x the speed, docs/training.md).")
 @click.option("--epochs", type=click.IntRange(0), default=12, show_default=True, help="Fine-tune epochs.")
+@click.option("--eval-every", type=click.IntRange(1), default=None,
+              help="Epochs between dev-split evaluations [default: the config's eval_every].")
 @click.option("--max-hours", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop the fine-tune (resumably) after this much wall time.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (resumes there) [default: runs/<name>-p<ratio>].")
 @gate_options
-def prune(model: Path, ratio: float, groups: str, config: Path, distill: bool, epochs: int, max_hours, lr, out_dir,
-          gate, wider_dir, replay_clips, max_drop) -> None:
+def prune(model: Path, ratio: float, groups: str, config: Path, distill: bool, epochs: int, eval_every, max_hours, lr,
+          out_dir, gate, wider_dir, replay_clips, max_drop) -> None:
     """Prune MODEL's channels by RATIO, fine-tune it through the training pipeline, calibrate its threshold
     on the dev split; writes OUT/<name>-p<ratio>.safetensors and .onnx with its card."""
     from models.facedet.weights import ModelFileError, read_meta
@@ -159,7 +161,8 @@ def prune(model: Path, ratio: float, groups: str, config: Path, distill: bool, e
         check_groups(chosen)
         out_dir = out_dir or Path("runs") / variant_name(read_meta(model, with_sha=False).name, ratio, chosen)
         res = prune_variant(model, ratio, config, out_dir, epochs=max(1, epochs), max_hours=max_hours, lr=lr,
-                            groups=chosen, distill=distill)
+                            groups=chosen, distill=distill,
+                            **({"eval_every": eval_every} if eval_every else {}))
     except (ModelFileError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
     weights = Path(res["weights"])

@@ -223,7 +223,7 @@ def test_prune_command_fine_tunes_through_the_training_pipeline(tmp_path):
                    f'images = "{tmp_path / "set"}"\nlabels = "{tmp_path / "set" / "labels.txt"}"\n')
     out = tmp_path / "run"
     res = run("compress", "prune", "--model", SHIPPED, "--ratio", "0.5", "--config", cfg, "--epochs", 1,
-              "--out", out, "--no-gate", "--distill")
+              "--out", out, "--no-gate", "--distill", "--eval-every", 1)
     assert res.exit_code == 0, res.output
     w = out / "fsdet-m-p50.safetensors"
     meta = read_meta(w)
