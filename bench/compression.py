@@ -27,9 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-BEGIN, END = "<!-- compression:begin -->", "<!-- compression:end -->"
-
-
 def onnx_of(path: Path) -> Path:
     from training.compress.variants import float_onnx
 
@@ -119,14 +116,13 @@ def main() -> int:
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
     if a.write_docs:
-        from docs_section import write_section
+        from docs_section import write_benchmark
 
-        cmd = "python bench/compression.py " + " ".join(sys.argv[1:]).replace(" --write-docs", "")
-        body = ("## Compression: the float model and its variants (CPU, ONNX Runtime)\n\n"
-                f"Command: `{cmd}`\n\nOne 640x480 frame, graph time; 1-min load average "
-                f"{res['load1_start']:.1f} -> {res['load1_end']:.1f} during the timing. Speed ratios are "
-                "to the float model timed interleaved in the same run.\n\n" + tab)
-        write_section(ROOT / "docs/benchmarks.md", BEGIN, END, body)
+        write_benchmark("compression.py", "compression",
+                        "Compression: the float model and its variants (CPU, ONNX Runtime)",
+                        f"One 640x480 frame, graph time; 1-min load average {res['load1_start']:.1f} -> "
+                        f"{res['load1_end']:.1f} during the timing. Speed ratios are to the float model timed "
+                        "interleaved in the same run.", tab)
     return 0
 
 

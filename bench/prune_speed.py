@@ -21,9 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-BEGIN, END = "<!-- prune-speed:begin -->", "<!-- prune-speed:end -->"
-
-
 def parse_shape(text: str) -> tuple[float, tuple[str, ...] | None]:
     ratio, _, groups = text.partition(":")
     return float(ratio), tuple(g for g in groups.split(",") if g) or None
@@ -64,14 +61,12 @@ def main() -> int:
     tab = "\n".join(rows)
     print(tab)
     if a.write_docs:
-        from docs_section import write_section
+        from docs_section import write_benchmark
 
-        cmd = "python bench/prune_speed.py " + " ".join(sys.argv[1:]).replace(" --write-docs", "")
-        body = ("## Pruned shapes: speed before any fine-tune (CPU, ONNX Runtime)\n\n"
-                f"Command: `{cmd}`\n\nShape = ratio[:channel groups] (all groups when none). One 640x480 "
-                f"frame, graph time, interleaved with the float model; 1-min load average {load:.1f} at the end."
-                "\n\n" + tab)
-        write_section(ROOT / "docs/benchmarks.md", BEGIN, END, body)
+        write_benchmark("prune_speed.py", "prune-speed",
+                        "Pruned shapes: speed before any fine-tune (CPU, ONNX Runtime)",
+                        "Shape = ratio[:channel groups] (all groups when none). One 640x480 frame, graph time, "
+                        f"interleaved with the float model; 1-min load average {load:.1f} at the end.", tab)
     return 0
 
 
