@@ -21,9 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+
 def parse_shape(text: str) -> tuple[float, tuple[str, ...] | None]:
+    from training.compress.prune import parse_groups
+
     ratio, _, groups = text.partition(":")
-    return float(ratio), tuple(g for g in groups.split(",") if g) or None
+    return float(ratio), parse_groups(groups)
 
 
 def main() -> int:

@@ -121,8 +121,8 @@ def load_teacher(path: str, student: torch.nn.Module, device: torch.device) -> t
                          f"{student.cfg.strides}")
     for p in teacher.parameters():
         p.requires_grad_(False)
-    log.info("distilling the score maps of %s (weight in the loss: see distill_weight)", path)
-    return teacher.to(memory_format=torch.channels_last).eval()
+    log.info("distilling the score maps of %s", path)
+    return teacher.to(memory_format=torch.channels_last)
 
 
 def param_groups(model: torch.nn.Module, wd: float):

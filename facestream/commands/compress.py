@@ -153,12 +153,11 @@ def prune(model: Path, ratio: float, groups: str, config: Path, distill: bool, e
     """Prune MODEL's channels by RATIO, fine-tune it through the training pipeline, calibrate its threshold
     on the dev split; writes OUT/<name>-p<ratio>.safetensors and .onnx with its card."""
     from models.facedet.weights import ModelFileError, read_meta
-    from training.compress.prune import check_groups, variant_name
+    from training.compress.prune import parse_groups, variant_name
     from training.compress.variants import card, prune_variant
 
-    chosen = None if groups.strip() == "all" else tuple(g.strip() for g in groups.split(",") if g.strip())
     try:
-        check_groups(chosen)
+        chosen = parse_groups(groups)
         out_dir = out_dir or Path("runs") / variant_name(read_meta(model, with_sha=False).name, ratio, chosen)
         res = prune_variant(model, ratio, config, out_dir, epochs=max(1, epochs), max_hours=max_hours, lr=lr,
                             groups=chosen, distill=distill,

@@ -80,6 +80,13 @@ def check_groups(groups: tuple[str, ...] | None) -> None:
         raise ValueError(f"unknown channel groups {sorted(unknown)}: choose from {', '.join(GROUPS)}")
 
 
+def parse_groups(text: str) -> tuple[str, ...] | None:
+    """"neck,w0" -> ("neck", "w0"); "all" or "" -> None (every group). Unknown names raise ValueError."""
+    groups = tuple(g.strip() for g in text.split(",") if g.strip() and g.strip() != "all") or None
+    check_groups(groups)
+    return groups
+
+
 def variant_name(base: str, ratio: float, groups: tuple[str, ...] | None = None) -> str:
     """fsdet-m-p50 (every group), fsdet-m-p50-neck (only the neck)."""
     check_groups(groups)
