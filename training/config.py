@@ -57,6 +57,9 @@ class TrainConfig(BaseModel):
     init: str | None = Field(None, description="weights (.safetensors) to start from when the run has no checkpoint")
     image_cache: str | None = Field(None, description="folder for decoded training images (memory-mapped)")
     degrade: bool = Field(True, description="camera degradations (blur, resampling, JPEG, noise, light)")
+    deepen: list[int] | None = Field(None, description="extra blocks per backbone stage (strides 4..32) of the "
+                                     "trained network: the init's own depths or more; new blocks start as the "
+                                     "identity (training/deepen.py)")
     freeze: list[str] = Field([], description="modules kept as the init has them (weights and BatchNorm "
                               "statistics), e.g. backbone.stem: a fine-tune skips their backward pass")
     distill_from: str | None = Field(None, description="teacher weights (.safetensors, same strides) whose score "
@@ -69,6 +72,17 @@ class TrainConfig(BaseModel):
             raise ValueError(f"variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
         if self.window > self.canvas:
             raise ValueError(f"window ({self.window}) must be <= canvas ({self.canvas})")
+        if self.deepen:  # a stage that would lose blocks: one line now, not a traceback when the run starts
+            from models.facedet import get_config
+            from models.facedet.weights import ModelFileError, read_meta
+
+            from .deepen import deepen_config
+
+            try:
+                base = read_meta(self.init, with_sha=False).config if self.init else get_config(self.variant)
+            except (OSError, ModelFileError):
+                base = get_config(self.variant)  # an unreadable init fails where it is loaded, with its own message
+            deepen_config(base, self.deepen)
         if self.freeze:
             from models.facedet import build_model, get_config
 

@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .data import hard_negatives
 from .data.augment import AugmentConfig
 from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
+from .deepen import deepen_config, load_deepened
 from .devset import evaluate_dev
 from .losses import detection_loss, score_distillation
 
@@ -157,12 +158,20 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
     total = iters_per_epoch * cfg.epochs
 
     # the network is the init's when there is one (a pruned model fine-tunes in its own, narrower shape)
-    model = build_model(read_meta(cfg.init, with_sha=False).config if cfg.init else get_config(cfg.variant))
+    net_cfg = read_meta(cfg.init, with_sha=False).config if cfg.init else get_config(cfg.variant)
+    if cfg.deepen:
+        net_cfg = deepen_config(net_cfg, cfg.deepen)
+    model = build_model(net_cfg)
     state_path = out / "last.state.pt"
     if cfg.init and not (resume and state_path.exists()):
         start, _ = load_model(cfg.init)
-        model.load_state_dict(start.state_dict())  # strict: other shapes fail here, not mid-run
-        log.info("initialised from %s", cfg.init)
+        if cfg.deepen:
+            added = load_deepened(model, start)
+            log.info("initialised from %s, deepened to %s (new identity blocks: %s)", cfg.init,
+                     list(net_cfg.depths), ", ".join(added) or "none")
+        else:
+            model.load_state_dict(start.state_dict())  # strict: other shapes fail here, not mid-run
+            log.info("initialised from %s", cfg.init)
     model = model.to(device).to(memory_format=torch.channels_last)
     frozen = freeze_modules(model, cfg.freeze)
     teacher = load_teacher(cfg.distill_from, model, device) if cfg.distill_from else None

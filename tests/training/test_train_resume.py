@@ -199,3 +199,38 @@ def test_distillation_trains_the_student_toward_the_teachers_score_maps(tmp_path
     bad = base.model_copy(update={"out": str(tmp_path / "bad"), "distill_from": str(tmp_path / "missing.safetensors")})
     with pytest.raises(Exception, match="missing"):
         train(bad)
+
+
+def test_deepen_starts_as_the_init_and_grows_its_new_blocks(tmp_path):
+    """deepen: the deeper network computes exactly what its init computes, then its new blocks train (their
+    zeroed output BatchNorm moves); the run resumes in the deeper shape; a stage losing blocks is one line."""
+    from training.deepen import deepen_config, load_deepened, new_blocks
+
+    _make_set(tmp_path / "set")
+    first = train(_cfg(tmp_path, tmp_path / "a", 1))
+    init, _ = load_model(first / "last.safetensors")
+    deep_cfg = deepen_config(init.cfg, [1, 1, 3, 4])
+    assert new_blocks(init.cfg, deep_cfg) == ["backbone.s16.3", "backbone.s32.3", "backbone.s32.4"]
+    from models.facedet.network import build_model
+
+    deep = build_model(deep_cfg).eval()
+    load_deepened(deep, init)
+    x = torch.rand(2, 3, 64, 96) * 255
+    with torch.no_grad():
+        for a, b in zip(init(x), deep(x), strict=True):
+            assert torch.equal(a, b)
+
+    cfg = _cfg(tmp_path, tmp_path / "b", 2).model_copy(
+        update={"init": str(first / "last.safetensors"), "ema_decay": 0.0, "lr": 1e-2, "deepen": [1, 1, 3, 4]})
+    run_dir = train(cfg.check(), resume=True)
+    grown, meta = load_model(run_dir / "last.safetensors")
+    assert meta.config.depths == (1, 1, 3, 4)
+    gammas = dict(grown.named_modules())["backbone.s32.4.pw.1"].weight.detach()
+    assert float(gammas.abs().max()) > 0  # the identity block trained
+    resumed = train(cfg.model_copy(update={"epochs": 3}), resume=True)  # resumes the deeper network
+    assert json.loads((resumed / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 3
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'variant = "fsdet-s"\n[[sources]]\nimages = "{tmp_path / "set"}"\nlabels = "x"\n')
+    res = CliRunner().invoke(main, ["train", str(toml), "--set", "deepen=[1,0,2,2]"])
+    assert res.exit_code != 0 and "s8 1 -> 0" in res.output and "Traceback" not in res.output
