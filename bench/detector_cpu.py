@@ -4,11 +4,11 @@
         [--weights models/weights/fsdet-m.safetensors] [--profile DIR]
 
 Each variant is exported fresh from a random-init model (speed does not depend on the weights; pass
---weights to time a trained file instead). Models are timed in interleaved rounds (A B C Y, A B C Y, ...)
-so that load from other processes on a shared machine hits all of them alike; the ratio to YuNet-n in the
-same run is the number to compare across machines. Reported: median ms per frame over all timed runs.
-Graph input is 640x480 (the letterbox of a 640x480 frame needs no padding). Pre/post-processing is not
-included (the same for every model; see docs/benchmarks.md).
+--weights to time a trained file instead, repeated to compare several). Models are timed in interleaved
+rounds (A B C Y, A B C Y, ...) so that load from other processes on a shared machine hits all of them
+alike; the ratio to YuNet-n in the same run is the number to compare across machines. Reported: median
+ms per frame over all timed runs. Graph input is 640x480 (the letterbox of a 640x480 frame needs no
+padding). Pre/post-processing is not included (the same for every model; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -51,31 +51,27 @@ def session(path: Path, threads: int, profile_dir: Path | None = None, spin: boo
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def export_variants(variants: list[str], weights: Path | None, out: Path) -> dict[str, Path]:
+def export_variants(variants: list[str], weights: list[Path] | None, out: Path) -> dict[str, tuple[Path, float]]:
+    """name -> (ONNX path, GMACs at 640x480): the trained `weights` files if given (named by their file when
+    several share a name), else random-init models of `variants`."""
     import torch
 
+    from models.facedet import get_config
     from models.facedet.export import export_onnx
+    from models.facedet.network import count_gmacs
     from models.facedet.weights import load_model, random_model
 
     torch.set_num_threads(1)
     paths = {}
-    if weights is not None:
-        model, meta = load_model(weights)
-        paths[meta.name] = export_onnx(model, out / f"{meta.name}.onnx", meta=meta, check=False)
-        return paths
-    for v in variants:
-        paths[v] = export_onnx(random_model(v, spread=False), out / f"{v}.onnx", check=False)
+    for w in weights or []:
+        model, meta = load_model(w)
+        name = meta.name if len(weights) == 1 else f"{meta.name} ({w})"
+        paths[name] = (export_onnx(model, out / f"{len(paths)}.onnx", meta=meta, check=False),
+                       count_gmacs(meta.config, H, W))
+    for v in [] if weights else variants:
+        paths[v] = (export_onnx(random_model(v, spread=False), out / f"{v}.onnx", check=False),
+                    count_gmacs(get_config(v), H, W))
     return paths
-
-
-def flops_g(variant: str) -> float | None:
-    try:
-        from models.facedet import get_config
-        from models.facedet.network import count_gmacs
-
-        return count_gmacs(get_config(variant), H, W)
-    except Exception:
-        return None
 
 
 def profile_top(profile_json: str, top: int = 8) -> list[tuple[str, float]]:
@@ -96,7 +92,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     paths = export_variants(variants, args.weights, tmp)
     export_s = time.perf_counter() - t0
-    models = dict(paths)
+    models = {name: p for name, (p, _) in paths.items()}
     if YUNET.is_file():
         models["YuNet-n"] = YUNET
     rng = np.random.default_rng(0)
@@ -135,7 +131,7 @@ def run(args) -> dict:
             # CPU time of the process per frame: with 1 thread and no spinning this is the work itself,
             # a fair estimate of uncontended single-thread latency on a machine shared with other jobs
             "cpu_ms": round(statistics.median(cpu[name]), 2),
-            "gmacs": None if name == "YuNet-n" else flops_g(name),
+            "gmacs": paths[name][1] if name in paths else None,
         }
     if args.profile:
         pdir = Path(args.profile)
@@ -192,7 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-spin", action="store_true", help="ORT worker threads sleep instead of spinning")
     ap.add_argument("--variants", default="fsdet-s,fsdet-m,fsdet-l")
-    ap.add_argument("--weights", type=Path, default=None, help="time this trained file instead of variants")
+    ap.add_argument("--weights", type=Path, action="append", default=None,
+                    help="time this trained file instead of variants (repeat to compare several)")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per model, over all rounds")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", default=None, help="write ORT profiles here and print the costliest ops")
