@@ -76,13 +76,18 @@ class TrainConfig(BaseModel):
             from models.facedet import get_config
             from models.facedet.weights import ModelFileError, read_meta
 
-            from .deepen import deepen_config
+            from .deepen import deepen_config, new_blocks
 
             try:
                 base = read_meta(self.init, with_sha=False).config if self.init else get_config(self.variant)
             except (OSError, ModelFileError):
                 base = get_config(self.variant)  # an unreadable init fails where it is loaded, with its own message
-            deepen_config(base, self.deepen)
+            grown = new_blocks(base, deepen_config(base, self.deepen))
+            # a new block inside a frozen module never trains: it would stay the identity, silently
+            idle = [b for b in grown if any(b == f or b.startswith(f + ".") for f in self.freeze)]
+            if idle:
+                raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
+                                 "it would never train; unfreeze that stage or deepen another")
         if self.freeze:
             from models.facedet import build_model, get_config
 

@@ -234,3 +234,6 @@ def test_deepen_starts_as_the_init_and_grows_its_new_blocks(tmp_path):
     toml.write_text(f'variant = "fsdet-s"\n[[sources]]\nimages = "{tmp_path / "set"}"\nlabels = "x"\n')
     res = CliRunner().invoke(main, ["train", str(toml), "--set", "deepen=[1,0,2,2]"])
     assert res.exit_code != 0 and "s8 1 -> 0" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["train", str(toml), "--set", "deepen=[1,2,2,2]", "--set",
+                                    'freeze=["backbone.stem","backbone.s8"]'])
+    assert res.exit_code != 0 and "backbone.s8.2 inside a frozen module" in res.output
