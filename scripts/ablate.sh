@@ -26,10 +26,13 @@ declare -A CHANGE=(
   [window-512-frozen]="--set window=512 --set freeze=[\"backbone.stem\",\"backbone.s4\",\"backbone.s8\"]"
   # bf16 autocast on a CPU with AMX / AVX512-BF16 (a speed change: it must tie fp32)
   [cpu-bf16]="--set cpu_bf16=true"
+  # capacity at stride 8 (where most faces are detected): one more block there, its stage unfrozen (compare with
+  # freeze-stem-s4, the same freeze without the block)
+  [deepen-s8]="--set freeze=[\"backbone.stem\",\"backbone.s4\"] --set deepen=[1,3,2,2]"
   # the face-mask sets' human boxes as drawn (head boxes), not snapped to WIDER's convention
   [human-boxes]="--set sources.1.labels=../shared/data/train/facemask-web/labels.txt --set sources.1.fill=../shared/data/teacher-labels/facemask-web-fill.txt --set sources.2.labels=../shared/data/train/facemask-web-2/labels.txt --set sources.2.fill=../shared/data/teacher-labels/facemask-web-2-fill.txt"
 )
-ORDER=(base neg-weight-2 background-windows fills-as-ignore human-boxes freeze-stem-s4 freeze-to-s8 hard-negatives window-384-frozen window-512-frozen cpu-bf16)
+ORDER=(base neg-weight-2 background-windows fills-as-ignore human-boxes freeze-stem-s4 freeze-to-s8 hard-negatives window-384-frozen window-512-frozen cpu-bf16 deepen-s8)
 [ $# -gt 1 ] && ORDER=("${@:2}")
 set -f  # the changes' TOML lists are not glob patterns
 for name in "${ORDER[@]}"; do
