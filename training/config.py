@@ -67,27 +67,38 @@ class TrainConfig(BaseModel):
                                      "original")
     distill_weight: float = Field(1.0, ge=0, description="weight of the score-map distillation loss")
 
+    def network(self, deepened: bool = True):
+        """The DetectorConfig this run trains: the init's when there is one (a pruned model fine-tunes in its own,
+        narrower shape), else the variant's; with `deepen`, grown to those depths."""
+        from models.facedet import get_config
+        from models.facedet.weights import read_meta
+
+        from .deepen import deepen_config
+
+        net = read_meta(self.init, with_sha=False).config if self.init else get_config(self.variant)
+        return deepen_config(net, self.deepen) if deepened and self.deepen else net
+
     def check(self) -> TrainConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
         if self.window > self.canvas:
             raise ValueError(f"window ({self.window}) must be <= canvas ({self.canvas})")
         if self.deepen:  # a stage that would lose blocks: one line now, not a traceback when the run starts
-            from models.facedet import get_config
-            from models.facedet.weights import ModelFileError, read_meta
+            from models.facedet.weights import ModelFileError
 
-            from .deepen import deepen_config, new_blocks
+            from .deepen import new_blocks
 
             try:
-                base = read_meta(self.init, with_sha=False).config if self.init else get_config(self.variant)
+                base = self.network(deepened=False)
             except (OSError, ModelFileError):
-                base = get_config(self.variant)  # an unreadable init fails where it is loaded, with its own message
-            grown = new_blocks(base, deepen_config(base, self.deepen))
-            # a new block inside a frozen module never trains: it would stay the identity, silently
-            idle = [b for b in grown if any(b == f or b.startswith(f + ".") for f in self.freeze)]
-            if idle:
-                raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
-                                 "it would never train; unfreeze that stage or deepen another")
+                base = None  # an unreadable init fails where it is loaded, with its own message
+            if base is not None:
+                grown = new_blocks(base, self.network())
+                # a new block inside a frozen module never trains: it would stay the identity, silently
+                idle = [b for b in grown if any(b == f or b.startswith(f + ".") for f in self.freeze)]
+                if idle:
+                    raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
+                                     "it would never train; unfreeze that stage or deepen another")
         if self.freeze:
             from models.facedet import build_model, get_config
 

@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from models.facedet import build_model, get_config
-from models.facedet.weights import load_model, read_meta, save_weights
+from models.facedet.weights import load_model, save_weights
 
 from .config import TrainConfig
 from .data import hard_negatives
 from .data.augment import AugmentConfig
 from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
-from .deepen import deepen_config, load_deepened
+from .deepen import load_deepened
 from .devset import evaluate_dev
 from .losses import detection_loss, score_distillation
 
@@ -157,10 +157,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
     iters_per_epoch = max(1, len(ds) // cfg.batch)
     total = iters_per_epoch * cfg.epochs
 
-    # the network is the init's when there is one (a pruned model fine-tunes in its own, narrower shape)
-    net_cfg = read_meta(cfg.init, with_sha=False).config if cfg.init else get_config(cfg.variant)
-    if cfg.deepen:
-        net_cfg = deepen_config(net_cfg, cfg.deepen)
+    net_cfg = cfg.network()
     model = build_model(net_cfg)
     state_path = out / "last.state.pt"
     if cfg.init and not (resume and state_path.exists()):
