@@ -69,7 +69,8 @@ opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], 1e-3
 forward = model.forward_levels  # older trees: fp32
 try:  # a tree with mixed precision runs the forward as `facestream train` does (bf16 where the config asks)
     from training.config import TrainConfig
-    from training.train import autocast_dtype, mixed_forward
+    from training.forward import mixed_forward
+    from training.train import autocast_dtype
     amp = autocast_dtype(TrainConfig(**{k: v for k, v in raw.items() if k in TrainConfig.model_fields}),
                          torch.device("cpu"))
     forward = lambda x: mixed_forward(model, x, amp)  # noqa: E731

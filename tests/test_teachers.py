@@ -227,3 +227,44 @@ def test_label_cli_images_merge_and_video(tmp_path):
     r = CliRunner().invoke(main, ["label", "--teacher", teacher, "--images", str(imgs), "--frames-dir",
                                   str(fdir), "--out", str(vout), "--no-progress"])
     assert r.exit_code != 0 and "--frames-dir works with --video" in r.output
+
+
+def test_yunet_score_maps_line_up_with_the_students_points(photo):
+    """distill_from = YuNet .onnx: its score maps come out point for point in the student's layout (levels
+    8/16/32, row-major), high on the labelled faces and low away from them; any other ONNX is refused."""
+    import cv2
+    import torch
+
+    from models.facedet import build_model, get_config
+    from training.distill.score_maps import load_score_teacher
+
+    img, gt = photo
+    k = 640 / max(img.shape[:2])
+    small = cv2.resize(img, None, fx=k, fy=k)
+    h, w = (small.shape[0] + 31) // 32 * 32, (small.shape[1] + 31) // 32 * 32
+    canvas = np.zeros((h, w, 3), np.uint8)
+    canvas[: small.shape[0], : small.shape[1]] = small
+    x = torch.from_numpy(np.stack([canvas, canvas[:, ::-1]])).permute(0, 3, 1, 2).float()  # a batch of two
+    teacher = load_score_teacher(str(PEERS / "libfd_yunet_n_dynamic.onnx"), (8, 16, 32), torch.device("cpu"), 1)
+    probs = teacher(x)
+    student = build_model(get_config("fsdet-m")).eval()
+    with torch.no_grad():
+        levels = student.forward_levels(x)
+    assert probs.shape == (2, sum(lv[0].shape[1] for lv in levels))
+    assert float(probs.min()) >= 0 and float(probs.max()) <= 1
+    # the face-size point of each labelled face, at the student's own point coordinates
+    pts = torch.cat([lv[3] for lv in levels]).numpy()
+    boxes = gt * k
+    inside = ((pts[None, :, 0] >= boxes[:, None, 0]) & (pts[None, :, 0] <= boxes[:, None, 2])
+              & (pts[None, :, 1] >= boxes[:, None, 1]) & (pts[None, :, 1] <= boxes[:, None, 3]))
+    p = probs[0].numpy()
+    peak = np.array([p[row].max() if row.any() else 0.0 for row in inside])
+    assert (peak > 0.5).mean() >= 0.6, peak  # the faces light up where the student's points are
+    far = ~np.any(inside, 0)
+    assert np.median(p[far]) < 0.05 and (p[far] > 0.5).mean() < 0.01
+    # the flipped window's maps are the flipped maps (batch rows independent, row-major order right)
+    s8 = (h // 8, w // 8)
+    m0, m1 = p[: s8[0] * s8[1]].reshape(s8), probs[1].numpy()[: s8[0] * s8[1]].reshape(s8)
+    assert np.corrcoef(m0.ravel(), m1[:, ::-1].ravel())[0, 1] > 0.8
+    with pytest.raises(ValueError, match="YuNet"):
+        load_score_teacher(str(PEERS / "libfd_scrfd_500m_bnkps.onnx"), (8, 16, 32), torch.device("cpu"))

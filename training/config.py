@@ -62,9 +62,9 @@ class TrainConfig(BaseModel):
                                      "identity (training/deepen.py)")
     freeze: list[str] = Field([], description="modules kept as the init has them (weights and BatchNorm "
                               "statistics), e.g. backbone.stem: a fine-tune skips their backward pass")
-    distill_from: str | None = Field(None, description="teacher weights (.safetensors, same strides) whose score "
-                                     "maps the model also learns, point by point: a pruned model from its float "
-                                     "original")
+    distill_from: str | None = Field(None, description="teacher whose score maps the model also learns, point "
+                                     "by point: facestream weights (.safetensors, same strides; a pruned model "
+                                     "from its float original) or YuNet (.onnx, strides 8/16/32)")
     distill_weight: float = Field(1.0, ge=0, description="weight of the score-map distillation loss")
 
     def network(self, deepened: bool = True):

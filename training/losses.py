@@ -16,13 +16,14 @@ def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, beta: float =
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (p - target).abs().pow(beta)
 
 
-def score_distillation(levels, teacher_levels) -> torch.Tensor:
-    """Knowledge distillation of a teacher's score maps (same strides, same input): QFL with the teacher's
-    probability as the soft target at every point, background and ignore regions included (the teacher's
-    doubt there is the knowledge), normalised by the teacher's total face mass as the score loss is by the
-    number of positives. Zero when the student's scores equal the teacher's."""
+def score_distillation(levels, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Knowledge distillation of a teacher's score maps (same strides, same input; `teacher_probs` (B, A) its
+    face probability at every point, training/distill/score_maps.py): QFL with it as the soft target at every
+    point, background and ignore regions included (the teacher's doubt there is the knowledge), normalised
+    by the teacher's total face mass as the score loss is by the number of positives. Zero when the
+    student's scores equal the teacher's."""
     s = torch.cat([lv[0][..., 0] for lv in levels], 1)
-    t = torch.cat([lv[0][..., 0] for lv in teacher_levels], 1).detach().sigmoid()
+    t = teacher_probs.detach()
     if s.shape != t.shape:
         raise ValueError(f"teacher and student score maps differ: {tuple(t.shape)} vs {tuple(s.shape)}")
     return quality_focal_loss(s, t).sum() / t.sum().clamp(min=1.0)

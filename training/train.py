@@ -28,6 +28,8 @@ from .data.augment import AugmentConfig
 from .data.dataset import FaceDataset, ImageCache, SourceSpec, collate, load_source, split_dev
 from .deepen import load_deepened
 from .devset import evaluate_dev
+from .distill.score_maps import load_score_teacher
+from .forward import mixed_forward
 from .losses import detection_loss, score_distillation
 
 log = logging.getLogger(__name__)
@@ -92,13 +94,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return None
 
 
-def mixed_forward(model: torch.nn.Module, imgs: torch.Tensor, dtype: torch.dtype | None):
-    """`forward_levels` under autocast to `dtype` (None: plain fp32), its outputs in fp32 for the loss."""
-    with torch.autocast(imgs.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        levels = model.forward_levels(imgs)
-    return [(c.float(), b.float(), None if k is None else k.float(), p.float(), s) for c, b, k, p, s in levels]
-
-
 def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
     """Stop training the named modules (checked by TrainConfig.check); returns them for `train_mode`."""
     known = dict(model.named_modules())
@@ -112,18 +107,6 @@ def train_mode(model: torch.nn.Module, frozen: list[torch.nn.Module]) -> None:
     model.train()
     for m in frozen:
         m.eval()
-
-
-def load_teacher(path: str, student: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The frozen teacher of score-map distillation; its strides must be the student's (point-to-point)."""
-    teacher, _ = load_model(path, device=device)
-    if tuple(teacher.cfg.strides) != tuple(student.cfg.strides):
-        raise ValueError(f"distill_from {path}: strides {teacher.cfg.strides} differ from the model's "
-                         f"{student.cfg.strides}")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    log.info("distilling the score maps of %s", path)
-    return teacher.to(memory_format=torch.channels_last)
 
 
 def param_groups(model: torch.nn.Module, wd: float):
@@ -171,7 +154,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             log.info("initialised from %s", cfg.init)
     model = model.to(device).to(memory_format=torch.channels_last)
     frozen = freeze_modules(model, cfg.freeze)
-    teacher = load_teacher(cfg.distill_from, model, device) if cfg.distill_from else None
+    teacher = (load_score_teacher(cfg.distill_from, tuple(model.cfg.strides), device, cfg.threads)
+               if cfg.distill_from else None)
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     amp_dtype = autocast_dtype(cfg, device)
@@ -223,9 +207,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
             loss, st = detection_loss(levels, tg, get_config(cfg.variant).anchor_scale, cfg.box_weight,
                                       cfg.landmark_weight, cfg.neg_weight)
             if teacher is not None:
-                with torch.no_grad():
-                    t_levels = mixed_forward(teacher, imgs, amp_dtype)
-                kd = score_distillation(levels, t_levels)
+                kd = score_distillation(levels, teacher(imgs, amp_dtype))
                 loss = loss + cfg.distill_weight * kd
                 st["distill"] = float(kd.detach())
             opt.zero_grad(set_to_none=True)

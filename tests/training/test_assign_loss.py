@@ -172,9 +172,10 @@ def test_score_distillation_is_zero_at_the_teacher_and_pulls_the_student_to_it()
 
     g = torch.Generator().manual_seed(0)
     teacher = _levels([(torch.randn(2, 64, generator=g) * 3, 8), (torch.randn(2, 16, generator=g) * 3, 16)])
-    assert float(score_distillation(teacher, teacher)) == 0.0
+    probs = torch.cat([lv[0][..., 0] for lv in teacher], 1).sigmoid()
+    assert float(score_distillation(teacher, probs)) == 0.0
     student = [(torch.zeros(2, 64, requires_grad=True), 8), (torch.zeros(2, 16, requires_grad=True), 16)]
-    loss = score_distillation(_levels(student), teacher)
+    loss = score_distillation(_levels(student), probs)
     assert float(loss.detach()) > 0
     loss.backward()
     for (s, _), (t, _, _, _, _) in zip(student, teacher, strict=True):
@@ -183,4 +184,4 @@ def test_score_distillation_is_zero_at_the_teacher_and_pulls_the_student_to_it()
         far = t[..., 0].abs() > 0.5
         assert bool((torch.sign(step[far]) == torch.sign(t[..., 0][far])).all())
     with pytest.raises(ValueError, match="differ"):
-        score_distillation(_levels([(torch.zeros(2, 64), 8)]), teacher)
+        score_distillation(_levels([(torch.zeros(2, 64), 8)]), probs)

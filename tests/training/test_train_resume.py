@@ -178,8 +178,9 @@ def test_mine_negatives_writes_false_boxes_that_train_reads(tmp_path):
 def test_distillation_trains_the_student_toward_the_teachers_score_maps(tmp_path):
     """distill_from: the loop runs the frozen teacher on the same windows and logs the distillation loss; a
     student taught only by the teacher (lr high, detection loss unchanged) ends closer to its scores."""
+    from training.distill.score_maps import load_score_teacher
+    from training.forward import mixed_forward
     from training.losses import score_distillation
-    from training.train import mixed_forward
 
     _make_set(tmp_path / "set")
     teacher = train(_cfg(tmp_path, tmp_path / "t", 2)) / "last.safetensors"
@@ -189,11 +190,11 @@ def test_distillation_trains_the_student_toward_the_teachers_score_maps(tmp_path
                                            "distill_weight": 5.0}))
     rows = [json.loads(x) for x in (taught / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["distill"] > 0 and "distill" not in json.loads((plain / "log.jsonl").read_text())
-    t, _ = load_model(teacher)
+    t = load_score_teacher(str(teacher), (8, 16, 32), torch.device("cpu"))
     x = torch.rand(2, 3, 96, 96) * 255
     with torch.no_grad():
-        t_levels = mixed_forward(t, x, None)
-        gap = {n: float(score_distillation(mixed_forward(load_model(p / "last.safetensors")[0], x, None), t_levels))
+        t_probs = t(x)
+        gap = {n: float(score_distillation(mixed_forward(load_model(p / "last.safetensors")[0], x, None), t_probs))
                for n, p in (("plain", plain), ("kd", taught))}
     assert gap["kd"] < gap["plain"]
     bad = base.model_copy(update={"out": str(tmp_path / "bad"), "distill_from": str(tmp_path / "missing.safetensors")})
