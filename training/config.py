@@ -99,6 +99,19 @@ class TrainConfig(BaseModel):
                 if idle:
                     raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
                                      "it would never train; unfreeze that stage or deepen another")
+        if self.distill_from:  # a missing, unreadable or unsupported teacher: one line now, not mid-run
+            import torch
+
+            from models.facedet import get_config
+
+            from .distill.score_maps import load_score_teacher
+
+            try:
+                load_score_teacher(self.distill_from, tuple(get_config(self.variant).strides), torch.device("cpu"), 1)
+            except ValueError:
+                raise
+            except Exception as e:  # ONNX Runtime and the weights loader raise their own kinds
+                raise ValueError(f"distill_from {self.distill_from}: unreadable ({str(e).splitlines()[0][:160]})") from e
         if self.freeze:
             from models.facedet import build_model, get_config
 

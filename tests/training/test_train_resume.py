@@ -56,6 +56,21 @@ def test_cli_rejects_a_bad_config(tmp_path):
     assert res.exit_code != 0 and "nope" in res.output
 
 
+@pytest.mark.parametrize("teacher", ["missing.onnx", "truncated.onnx", "truncated.safetensors"])
+def test_cli_refuses_an_unusable_distillation_teacher_before_training(tmp_path, teacher):
+    _make_set(tmp_path / "set")
+    for name in ("truncated.onnx", "truncated.safetensors"):
+        (tmp_path / name).write_bytes(b"\x08\x07garbage")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'variant = "fsdet-s"\nout = "{tmp_path / "run"}"\nepochs = 1\nbatch = 2\ncanvas = 128\n'
+                   f'window = 96\nworkers = 0\ndistill_from = "{tmp_path / teacher}"\n[[sources]]\n'
+                   f'images = "{tmp_path / "set"}"\nlabels = "{tmp_path / "set" / "labels.txt"}"\n')
+    res = CliRunner().invoke(main, ["train", str(cfg)])
+    assert res.exit_code != 0 and "distill_from" in res.output and teacher in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # nothing trained
+
+
 def test_image_cache_returns_the_decoded_pixels_and_follows_edits(tmp_path):
     import os
 
