@@ -111,7 +111,8 @@ class TrainConfig(BaseModel):
             except ValueError:
                 raise
             except Exception as e:  # ONNX Runtime and the weights loader raise their own kinds
-                raise ValueError(f"distill_from {self.distill_from}: unreadable ({str(e).splitlines()[0][:160]})") from e
+                first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+                raise ValueError(f"distill_from {self.distill_from}: unreadable ({first})") from e
         if self.freeze:
             from models.facedet import build_model, get_config
 
