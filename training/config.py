@@ -79,44 +79,41 @@ class TrainConfig(BaseModel):
         return deepen_config(net, self.deepen) if deepened and self.deepen else net
 
     def check(self) -> TrainConfig:
+        from models.facedet import build_model, get_config
+        from models.facedet.weights import ModelFileError
+
         if self.variant not in VARIANTS:
             raise ValueError(f"variant {self.variant!r} unknown; choose one of {sorted(VARIANTS)}")
         if self.window > self.canvas:
             raise ValueError(f"window ({self.window}) must be <= canvas ({self.canvas})")
-        if self.deepen:  # a stage that would lose blocks: one line now, not a traceback when the run starts
-            from models.facedet.weights import ModelFileError
-
+        try:  # the network this run trains; an unreadable init fails where it is loaded, with its own message
+            base = self.network(deepened=False)
+        except (OSError, ModelFileError):
+            base = None
+        trained = (self.network() if self.deepen else base) if base is not None else get_config(self.variant)
+        if self.deepen and base is not None:  # a stage that would lose blocks: one line now, not mid-run
             from .deepen import new_blocks
 
-            try:
-                base = self.network(deepened=False)
-            except (OSError, ModelFileError):
-                base = None  # an unreadable init fails where it is loaded, with its own message
-            if base is not None:
-                grown = new_blocks(base, self.network())
-                # a new block inside a frozen module never trains: it would stay the identity, silently
-                idle = [b for b in grown if any(b == f or b.startswith(f + ".") for f in self.freeze)]
-                if idle:
-                    raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
-                                     "it would never train; unfreeze that stage or deepen another")
+            grown = new_blocks(base, trained)
+            # a new block inside a frozen module never trains: it would stay the identity, silently
+            idle = [b for b in grown if any(b == f or b.startswith(f + ".") for f in self.freeze)]
+            if idle:
+                raise ValueError(f"deepen adds {', '.join(idle)} inside a frozen module (freeze = {self.freeze}): "
+                                 "it would never train; unfreeze that stage or deepen another")
         if self.distill_from:  # a missing, unreadable or unsupported teacher: one line now, not mid-run
             import torch
-
-            from models.facedet import get_config
 
             from .distill.score_maps import load_score_teacher
 
             try:
-                load_score_teacher(self.distill_from, tuple(get_config(self.variant).strides), torch.device("cpu"), 1)
+                load_score_teacher(self.distill_from, tuple(trained.strides), torch.device("cpu"), 1)
             except ValueError:
                 raise
             except Exception as e:  # ONNX Runtime and the weights loader raise their own kinds
                 first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
                 raise ValueError(f"distill_from {self.distill_from}: unreadable ({first})") from e
-        if self.freeze:
-            from models.facedet import build_model, get_config
-
-            known = {n for n, _ in build_model(get_config(self.variant)).named_modules()}
+        if self.freeze:  # module names of the trained network (a deepened one has more blocks)
+            known = {n for n, _ in build_model(trained).named_modules()}
             unknown = [n for n in self.freeze if n not in known]
             if unknown:
                 tops = sorted(n for n in known if n and n.count(".") <= 1)
