@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.facedet.config import VARIANTS
 
@@ -150,4 +150,10 @@ def load_config(path: str | Path, sets: tuple[str, ...] | list[str] = (), **over
         except (IndexError, KeyError, TypeError) as e:
             raise ValueError(f"--set {s!r}: no such key ({e})") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**raw).check()
+    try:
+        cfg = TrainConfig(**raw)
+    except ValidationError as e:  # one line naming each bad key, not pydantic's multi-line report
+        raise ValueError("; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"
+                                   + (f" (got {str(err['input'])[:60]!r})" if err["type"] != "missing" else "")
+                                   for err in e.errors(include_url=False))) from None
+    return cfg.check()

@@ -54,6 +54,10 @@ def test_cli_rejects_a_bad_config(tmp_path):
     bad.write_text('variant = "nope"\n[[sources]]\nimages = "x"\nlabels = "y"\n')
     res = CliRunner().invoke(main, ["train", str(bad)])
     assert res.exit_code != 0 and "nope" in res.output
+    bad.write_text('variant = "fsdet-m"\nepochs = "many"\nlr = -1\n')  # pydantic's errors, in one line
+    res = CliRunner().invoke(main, ["train", str(bad)])
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1, res.output
+    assert all(k in res.output for k in ("epochs", "'many'", "lr", "sources: Field required"))
 
 
 @pytest.mark.parametrize("teacher", ["missing.onnx", "truncated.onnx", "truncated.safetensors"])
