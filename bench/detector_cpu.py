@@ -36,19 +36,24 @@ W, H = 640, 480
 TARGET_MS = {"fsdet-m": 20.0}
 
 
-def session(path: Path, threads: int, profile_dir: Path | None = None, spin: bool = True):
+def session(path: Path, threads: int, profile_dir: Path | None = None, spin: bool = True, pinned: bool = True):
+    """A session as the product's ONNX runtime builds one (models/runtimes/onnx_rt.py): pinned to the timed
+    1x3xHxW input unless `pinned` is False (the dynamic-shape graph, for the before/after rows)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    if not spin:  # on an oversubscribed machine, spinning worker threads steal the cores they wait for
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_dir is not None:
-        so.enable_profiling = True
-        so.profile_file_prefix = str(profile_dir / path.stem)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from models.runtimes.onnx_rt import pinned_dims, session_options
+
+    def build(dims=None):
+        so = session_options(threads, 1, spin, dims)
+        if profile_dir is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = str(profile_dir / path.stem)
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    if not pinned:
+        return build()
+    probe = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return build(pinned_dims(probe, (1, 3, H, W)))
 
 
 def export_variants(variants: list[str], weights: list[Path] | None, out: Path) -> dict[str, tuple[Path, float]]:
@@ -97,7 +102,13 @@ def run(args) -> dict:
         models["YuNet-n"] = YUNET
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (1, 3, H, W)).astype(np.float32)
-    sess = {name: session(p, args.threads, spin=not args.no_spin) for name, p in models.items()}
+    sess, base_of = {}, {}
+    for name, p in models.items():
+        sess[name] = session(p, args.threads, spin=not args.no_spin)
+        base_of[name] = name
+        if args.dynamic_too:  # the same graph without pinned shapes: what ONNX Runtime ran before
+            sess[f"{name} (dynamic shapes)"] = session(p, args.threads, spin=not args.no_spin, pinned=False)
+            base_of[f"{name} (dynamic shapes)"] = name
     feeds = {name: {s.get_inputs()[0].name: x} for name, s in sess.items()}
     for name, s in sess.items():  # warm-up
         for _ in range(3):
@@ -131,7 +142,7 @@ def run(args) -> dict:
             # CPU time of the process per frame: with 1 thread and no spinning this is the work itself,
             # a fair estimate of uncontended single-thread latency on a machine shared with other jobs
             "cpu_ms": round(statistics.median(cpu[name]), 2),
-            "gmacs": paths[name][1] if name in paths else None,
+            "gmacs": paths[base_of[name]][1] if base_of[name] in paths else None,
         }
     if args.profile:
         pdir = Path(args.profile)
@@ -192,6 +203,8 @@ def main(argv=None) -> int:
                     help="time this trained file instead of variants (repeat to compare several)")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per model, over all rounds")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--dynamic-too", action="store_true",
+                    help="also time each model's session without pinned input shapes (the before row)")
     ap.add_argument("--profile", default=None, help="write ORT profiles here and print the costliest ops")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true", help="update the section in docs/benchmarks.md")

@@ -343,3 +343,39 @@ def test_cached_onnx_export_must_come_from_the_same_weights(tmp_path):
     planted.write_bytes(b"not the model")
     got = onnx_for_weights(w, meta, cache)
     assert got == planted and read_onnx_meta(got)[0].sha256 == meta.sha256
+
+
+def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypatch):
+    """One session per input shape, its symbolic dimensions pinned (ONNX Runtime then folds the decode's
+    shape arithmetic): the same outputs as the dynamic graph, built once per shape, least recent out first."""
+    import onnx
+
+    from models.runtimes import onnx_rt
+    from models.runtimes.onnx_rt import OnnxRuntime
+
+    rt = OnnxRuntime(files[1], threads=1)
+    rng = np.random.default_rng(3)
+    shapes = [(1, 3, 64, 96), (2, 3, 64, 96), (1, 3, 96, 64)]
+    for shape in shapes:
+        x = rng.uniform(0, 255, shape).astype(np.float32)
+        pinned = rt.infer(x)
+        dynamic = rt.session.run(onnx_rt.OUTPUT_NAMES, {rt.input_name: x})
+        for a, b in zip(pinned, dynamic, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+        sess = rt.session_for(shape)
+        assert sess is not rt.session and rt.session_for(shape) is sess  # built once, then reused
+        assert [d for d in sess.get_inputs()[0].shape] == list(shape)  # every dimension pinned
+    assert list(rt._by_shape) == shapes
+    monkeypatch.setattr(onnx_rt, "MAX_SHAPE_SESSIONS", 2)
+    rt.session_for(shapes[0])  # used again: now the most recent
+    rt.infer(rng.uniform(0, 255, (3, 3, 64, 64)).astype(np.float32))
+    assert list(rt._by_shape) == [shapes[0], (3, 3, 64, 64)]
+    # a graph without symbolic dimensions runs on its own session
+    fixed = onnx.load(str(files[1]))
+    for i, d in enumerate(fixed.graph.input[0].type.tensor_type.shape.dim):
+        d.dim_value = (1, 3, 64, 96)[i]
+    path = files[1].parent / "fixed.onnx"
+    onnx.save(fixed, str(path))
+    frt = OnnxRuntime(path, threads=1)
+    assert frt.session_for((1, 3, 64, 96)) is frt.session
