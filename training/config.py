@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
                               "backs of heads); >1 trades recall for precision")
     face_window_prob: float = Field(0.85, ge=0, le=1, description="how often a training window is centred near a "
                                     "face; the rest fall anywhere (more background)")
+    rotate_prob: float = Field(0.0, ge=0, le=1, description="how often a training window is rotated in-plane "
+                               "(head tilt, tilted cameras), uniform in +-rotate_deg")
+    rotate_deg: float = Field(15.0, ge=0, le=90, description="largest in-plane rotation, degrees")
     hard_negatives: str | None = Field(None, description="file of mined false boxes (`facestream mine-negatives`)")
     hard_negative_prob: float = Field(0.0, ge=0, le=1, description="how often a window of an image with hard "
                                       "negatives is centred on one of them instead of a face")

@@ -133,7 +133,8 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
         records += recs
     train_recs, dev_recs = split_dev(records, cfg.dev_fraction)
     aug = AugmentConfig(canvas=cfg.canvas, window=cfg.window, degrade=cfg.degrade,
-                        face_window_prob=cfg.face_window_prob, hard_negative_prob=cfg.hard_negative_prob)
+                        face_window_prob=cfg.face_window_prob, hard_negative_prob=cfg.hard_negative_prob,
+                        rotate_prob=cfg.rotate_prob, rotate_deg=cfg.rotate_deg)
     negatives = hard_negatives.read(Path(cfg.hard_negatives)) if cfg.hard_negatives else None
     ds = FaceDataset(train_recs, aug, cfg.seed, ImageCache(Path(cfg.image_cache) if cfg.image_cache else None),
                      negatives)

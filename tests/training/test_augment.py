@@ -37,6 +37,40 @@ def test_flip_mirrors_boxes_and_swaps_landmarks():
     assert out[0, 0] == 40 and out[0, 2] == 70
 
 
+def test_rotation_turns_pixels_boxes_and_landmarks_together():
+    """rotate_prob: the window rotates about its centre; an elliptic face (white, 80x100) keeps its centre on
+    the pixels' centroid and its box is the rotated ellipse's box; landmarks turn with it; off by default."""
+    import cv2
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    cv2.ellipse(img, (240, 200), (40, 50), 0, 0, 360, (255, 255, 255), -1)
+    box = np.array([[200, 150, 280, 250]], np.float32)
+    lm = np.array([[225, 185, 255, 185, 240, 200, 228, 225, 252, 225]], np.float32)
+    base = dict(canvas=640, window=320, photometric_prob=0, gray_prob=0, degrade=False, face_window_prob=1,
+                flip_prob=0)
+    plain = augment(img, box, np.zeros(1, bool), lm, AugmentConfig(**base), np.random.default_rng(0))
+    cfg = AugmentConfig(**base, rotate_prob=1.0, rotate_deg=40)
+    turned = 0
+    for seed in range(12):
+        s = augment(img, box, np.zeros(1, bool), lm, cfg, np.random.default_rng(seed))
+        if not len(s.boxes) or s.ignore[0] or (s.boxes[0] <= 0).any() or (s.boxes[0] >= 320).any():
+            continue
+        ys, xs = np.nonzero(s.image[..., 0] > 128)
+        cx, cy = (s.boxes[0, 0] + s.boxes[0, 2]) / 2, (s.boxes[0, 1] + s.boxes[0, 3]) / 2
+        assert abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+        # the ellipse's own extent is its box (a rotated rectangle's corners would overshoot it)
+        assert abs(xs.min() - s.boxes[0, 0]) < 2.5 and abs(xs.max() + 1 - s.boxes[0, 2]) < 2.5
+        assert abs(ys.min() - s.boxes[0, 1]) < 2.5 and abs(ys.max() + 1 - s.boxes[0, 3]) < 2.5
+        nose = s.landmarks[0, 4:6]  # the ellipse's centre
+        assert abs(nose[0] - xs.mean()) < 1.5 and abs(nose[1] - ys.mean()) < 1.5
+        eyes = s.landmarks[0, [0, 1, 2, 3]].reshape(2, 2)
+        turned += abs(np.degrees(np.arctan2(*(eyes[1] - eyes[0])[::-1]))) > 1  # the eye line tilts
+    assert turned >= 5
+    # off by default: the same window as a config without the rotation fields
+    again = augment(img, box, np.zeros(1, bool), lm, AugmentConfig(**base, rotate_deg=40), np.random.default_rng(0))
+    assert np.array_equal(plain.image, again.image) and np.array_equal(plain.boxes, again.boxes)
+
+
 def test_cut_and_tiny_faces_are_ignored():
     cfg = AugmentConfig(canvas=100, window=100, min_face=3)
     m = np.array([[1.0, 0, 0], [0, 1.0, 0]])

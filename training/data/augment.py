@@ -25,6 +25,11 @@ class AugmentConfig:
     face_window_prob: float = 0.85  # centre the window near a face this often
     hard_negative_prob: float = 0.0  # ... or near one of the image's hard negatives (see hard_negatives.py)
     flip_prob: float = 0.5
+    # In-plane rotation (head tilt, tilted cameras) about the window's centre, uniform in +-rotate_deg; a
+    # face's box becomes the box of its inscribed ellipse rotated (a rotated rectangle's corners would
+    # inflate it past WIDER's convention). Off by default: drawn only when on, so other streams keep theirs.
+    rotate_prob: float = 0.0
+    rotate_deg: float = 15.0
     photometric_prob: float = 0.8
     gray_prob: float = 0.08
     # Degradations toward camera footage (see `degrade`); each is drawn independently.
@@ -49,7 +54,7 @@ def random_crop_affine(
     w: int, h: int, boxes: np.ndarray, ignore: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
     negatives: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """2x3 affine (original -> window pixels) and whether it flips."""
+    """2x3 affine (original -> window pixels) and whether it flips (the affine may also rotate)."""
     side = float(min(w, h)) * float(rng.choice(CROP_SCALES))
     # drawn only for an image with hard negatives (and a probability): the rest keep the random stream they had
     neg = None
@@ -78,6 +83,9 @@ def random_crop_affine(
     if flip:
         m[0] = -m[0]
         m[0, 2] += win
+    if cfg.rotate_prob and rng.random() < cfg.rotate_prob:
+        r = cv2.getRotationMatrix2D((win / 2, win / 2), float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)), 1.0)
+        m = r[:, :2] @ m + np.concatenate([np.zeros((2, 2)), r[:, 2:]], 1)
     return m, flip
 
 
@@ -86,11 +94,16 @@ def transform_targets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(boxes) == 0:
         return boxes.reshape(0, 4), ignore.reshape(0), landmarks.reshape(0, 10)
-    sx, tx, ty = m[0, 0], m[0, 2], m[1, 2]
-    s = abs(sx)
-    xs = boxes[:, [0, 2]] * sx + tx
-    ys = boxes[:, [1, 3]] * s + ty
-    b = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1).astype(np.float32)
+    lin, t = m[:, :2], m[:, 2]
+    if lin[0, 1] == 0 and lin[1, 0] == 0:  # scale, shift, flip
+        xs = boxes[:, [0, 2]] * lin[0, 0] + t[0]
+        ys = boxes[:, [1, 3]] * lin[1, 1] + t[1]
+        b = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1).astype(np.float32)
+    else:  # rotated: the box of the face's inscribed ellipse under the affine
+        ctr = (boxes[:, :2] + boxes[:, 2:]) / 2 @ lin.T + t
+        half = (boxes[:, 2:] - boxes[:, :2]) / 2
+        ext = np.sqrt(((half[:, None, :] * lin[None]) ** 2).sum(-1))  # per output axis: |row of L| scaled
+        b = np.concatenate([ctr - ext, ctr + ext], 1).astype(np.float32)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     win = cfg.window
     c = b.copy()
@@ -101,9 +114,7 @@ def transform_targets(
     frac = vis / np.maximum(area, 1e-6)
     small = np.minimum(c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]) < cfg.min_face
     ign = ignore | (frac < cfg.min_visible) | small
-    lm = landmarks.reshape(-1, 5, 2).copy()
-    lm[..., 0] = lm[..., 0] * sx + tx
-    lm[..., 1] = lm[..., 1] * s + ty
+    lm = landmarks.reshape(-1, 5, 2) @ lin.T + t
     if flip:
         lm = lm[:, FLIP_LANDMARKS]
     return c[keep], ign[keep], lm.reshape(-1, 10)[keep].astype(np.float32)
