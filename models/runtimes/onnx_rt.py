@@ -1,11 +1,12 @@
 """ONNX Runtime: CPU (configurable intra-op threads) or the CUDA execution provider when installed.
 
-Our graphs take any batch and size, and decode boxes in the graph from the feature maps' shapes. A session
-whose symbolic dimensions are pinned to the input's (`add_free_dimension_override_by_name`) lets ONNX
-Runtime fold that shape arithmetic into constants and drop layout reorders (276 -> 143 nodes after
-optimisation): the same outputs, ~1.2x faster on CPU (docs/benchmarks.md). A worker sees a few shapes (its
-cameras' detect sizes, batch sizes up to max_batch), so one such session is kept per shape, least recently
-used first out.
+On the CPU every frame of a batch runs on its own, on a session whose symbolic dimensions are pinned to
+that frame's shape (`add_free_dimension_override_by_name`): ONNX Runtime then folds the in-graph decode's
+shape arithmetic into constants and drops layout reorders (276 -> 143 nodes after optimisation). Same
+outputs; per frame, batch-1 runs on a pinned session beat a dynamic batch of 8 by 1.4x (2 threads) to
+1.6x (1 thread), and a pinned batch of 8 too (CPU batching only adds cache misses); see
+docs/benchmarks.md. A worker sees few frame shapes (its cameras' detect sizes), so one pinned session per
+shape, ~20-30 MB each, least recently used out first. The CUDA provider runs the batch whole, as exported.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .base import Outputs, Runtime, RuntimeUnavailable
 
 OUTPUT_NAMES = ["scores", "boxes", "landmarks"]
 log = logging.getLogger(__name__)
-MAX_SHAPE_SESSIONS = 16  # ~60 ms and ~2 MB each to build
+MAX_SHAPE_SESSIONS = 8  # ~60 ms to build, ~20-30 MB of arena each (640x480)
 
 
 def session_options(threads: int | None = None, inter_threads: int = 1, spin: bool = True,
@@ -85,8 +86,9 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self._path, self._providers, self._inter = str(path), providers, inter_threads
-        # profiling diagnoses the one session it was asked of; otherwise one session per input shape
-        self._by_shape: OrderedDict[tuple[int, ...], object] | None = None if profile else OrderedDict()
+        # CPU: a pinned session per frame shape; profiling diagnoses the one session it was asked of
+        pin = self.device == "cpu" and not profile
+        self._by_shape: OrderedDict[tuple[int, ...], object] | None = OrderedDict() if pin else None
         self._lock = threading.Lock()  # the cache, not the runs: ORT sessions run concurrently
         # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8
         self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "fp32")
@@ -117,7 +119,12 @@ class OnnxRuntime(Runtime):
 
     def infer(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        s, b, k = self.session_for(tuple(x.shape)).run(OUTPUT_NAMES, {self.input_name: x})
+        if self._by_shape is None or x.ndim != 4 or len(x) == 0:  # the CUDA provider, or input it will refuse
+            s, b, k = self.session.run(OUTPUT_NAMES, {self.input_name: x})
+            return s, b, k
+        sess = self.session_for((1, *x.shape[1:]))
+        outs = [sess.run(OUTPUT_NAMES, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        s, b, k = (np.concatenate(parts) for parts in zip(*outs, strict=True))
         return s, b, k
 
     def end_profiling(self) -> str:
