@@ -3,8 +3,8 @@ the student's levels (strides 8/16/32, one point per cell, row-major), as one (B
 
 Two kinds: a facestream model (`.safetensors`, e.g. the float model teaching its pruned copy) and YuNet
 (`.onnx`, libfacedetection's 2023 network, BSD-3): anchor-free, one point per cell at the same strides, and
-trained on all of WIDER FACE train, so its maps carry what our three WIDER events do not show. Its score is
-sqrt(cls * obj), as OpenCV's FaceDetectorYN computes it."""
+trained on all of WIDER FACE train, so its maps might carry what our three WIDER events do not show (a
+6-epoch ablation measured them worse than no distillation: docs/eval/ablation.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..forward import mixed_forward
+from .teachers import detect_model_type, make_session, yunet_score
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ class YuNetScoreMaps:
     STRIDES = (8, 16, 32)
 
     def __init__(self, path: str, strides: tuple[int, ...], threads: int = 2):
-        from .teachers import detect_model_type, make_session
-
         if detect_model_type(path) != "yunet":
             raise ValueError(f"distill_from {path}: an ONNX teacher must be YuNet (cls_/obj_ outputs per stride)")
         if tuple(strides) != self.STRIDES:
@@ -59,8 +58,7 @@ class YuNetScoreMaps:
         x = np.ascontiguousarray(images.detach().float().cpu().numpy())
         outs = dict(zip(self.names, self.sess.run(None, {self.input_name: x}), strict=True))
         b = x.shape[0]
-        maps = [np.sqrt(np.clip(outs[f"cls_{s}"], 0, 1) * np.clip(outs[f"obj_{s}"], 0, 1)).reshape(b, -1)
-                for s in self.STRIDES]
+        maps = [yunet_score(outs[f"cls_{s}"], outs[f"obj_{s}"]).reshape(b, -1) for s in self.STRIDES]
         return torch.from_numpy(np.concatenate(maps, 1)).to(images.device)
 
 

@@ -143,6 +143,11 @@ class SCRFD(Teacher):
         return np.concatenate(bs), np.concatenate(ss), np.concatenate(ks)
 
 
+def yunet_score(cls: np.ndarray, obj: np.ndarray) -> np.ndarray:
+    """YuNet's face score from its two heads, as OpenCV's FaceDetectorYN computes it."""
+    return np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+
+
 class YuNet(Teacher):
     """libfacedetection YuNet (2023): BGR 0..255; per stride cls/obj/bbox/kps; score = sqrt(cls*obj);
     cx = (col + dx)*stride, w = exp(dw)*stride; keypoints (col + kx)*stride."""
@@ -158,9 +163,7 @@ class YuNet(Teacher):
         bs, ss, ks = [], [], []
         for s in (8, 16, 32):
             g = _grid(H // s, W // s, s)
-            cls = np.clip(outs[f"cls_{s}"].reshape(-1), 0, 1)
-            obj = np.clip(outs[f"obj_{s}"].reshape(-1), 0, 1)
-            ss.append(np.sqrt(cls * obj))
+            ss.append(yunet_score(outs[f"cls_{s}"].reshape(-1), outs[f"obj_{s}"].reshape(-1)))
             b = outs[f"bbox_{s}"].reshape(-1, 4)
             c = (g + b[:, :2]) * s
             wh = np.exp(np.clip(b[:, 2:], -10, 10)) * s
