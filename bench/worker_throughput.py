@@ -71,7 +71,7 @@ def events(r, keys: Keys) -> list[DetectionEvent]:
     return [DetectionEvent.from_fields(f) for _, f in r.xrange(keys.events)]
 
 
-def run(a, depth: int) -> dict:
+def run(a, depth: int, pin: bool = True) -> dict:
     from worker.loading import load_worker_detector
     from worker.main import Worker
 
@@ -79,7 +79,8 @@ def run(a, depth: int) -> dict:
     settings = Settings(
         redis=RedisSettings(prefix=prefix),
         worker=WorkerSettings(runtime=a.runtime, device=a.device, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
-                              http_port=0, threads=a.threads, max_frame_age_ms=600_000, pipeline_depth=depth),
+                              http_port=0, threads=a.threads, max_frame_age_ms=600_000, pipeline_depth=depth,
+                              pin_shapes=pin),
         ingest=IngestSettings(max_frame_age_ms=600_000),
     )
     keys = Keys(prefix)
@@ -91,7 +92,7 @@ def run(a, depth: int) -> dict:
     th = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     res: dict = {"runtime": det.info.runtime, "device": str(getattr(det.runtime, "device", "cpu")),
                  "precision": det.info.precision, "cameras": a.cameras, "max_batch": a.max_batch,
-                 "pipeline_depth": depth,
+                 "pipeline_depth": depth, "pin_shapes": pin,
                  "python": platform.python_version(), "load1_start": os.getloadavg()[0]}
     try:
         th.start()
@@ -149,14 +150,18 @@ def main() -> int:
     ap.add_argument("--pipeline-depth", default="2",
                     help="comma list: each depth gets its own worker, run one after the other in this process "
                          "(1,2: the sequential loop beside the pipelined one)")
+    ap.add_argument("--pin-shapes", default="1",
+                    help="comma list of 1/0 (FACESTREAM_WORKER__PIN_SHAPES), each with every depth: 0,1 times the "
+                         "dynamic ONNX session beside the pinned ones")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
-    res = [run(a, int(d)) for d in a.pipeline_depth.split(",")]
+    res = [run(a, int(d), bool(int(p))) for p in a.pin_shapes.split(",") for d in a.pipeline_depth.split(",")]
     print(json.dumps(res, indent=2))
-    print("| pipeline depth | runtime | backlog events/s | x first | paced events/s | p50 / p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| pipeline depth | pinned shapes | runtime | backlog events/s | x first | paced events/s | p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in res:
-        print(f"| {r['pipeline_depth']} | {r['runtime']} {r['device']} | {r['backlog']['events_per_s']} | "
+        print(f"| {r['pipeline_depth']} | {'yes' if r['pin_shapes'] else 'no'} | {r['runtime']} {r['device']} | "
+              f"{r['backlog']['events_per_s']} | "
               f"{r['backlog']['events_per_s'] / res[0]['backlog']['events_per_s']:.2f} | "
               f"{r['paced']['target_events_per_s']} | {r['paced']['p50_ms']} / {r['paced']['p99_ms']} |")
     if a.json:

@@ -11,10 +11,14 @@ class DetectorLoadError(RuntimeError):
     """No usable detector (missing weights, bad file, runtime unavailable); message says what to do."""
 
 
-def _torch_runtime(ws) -> bool:
+def _runtime_options(ws) -> dict:
+    """The settings that only one runtime takes."""
     from models.detector import pick_runtime
 
-    return pick_runtime(ws.runtime, None if ws.device == "auto" else ws.device) == "torch"
+    rt = pick_runtime(ws.runtime, None if ws.device == "auto" else ws.device)
+    if rt == "torch":
+        return {"cuda_graphs": ws.cuda_graphs, "max_batch": ws.max_batch}
+    return {"pin_shapes": ws.pin_shapes} if rt == "onnx" else {}
 
 
 def load_worker_detector(settings: Settings):
@@ -32,7 +36,7 @@ def load_worker_detector(settings: Settings):
             input_size=ws.input_size,
             device=None if ws.device == "auto" else ws.device,
             threads=ws.threads or None,
-            **({"cuda_graphs": ws.cuda_graphs, "max_batch": ws.max_batch} if _torch_runtime(ws) else {}),
+            **_runtime_options(ws),
         )
     except Exception as exc:
         raise DetectorLoadError(f"cannot load the face detector: {exc}") from exc

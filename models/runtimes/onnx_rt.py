@@ -60,7 +60,7 @@ class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
     def __init__(self, path: str | os.PathLike, device: str | None = None, threads: int | None = None,
-                 inter_threads: int = 1, profile: bool = False):
+                 inter_threads: int = 1, profile: bool = False, pin_shapes: bool = True):
         import onnxruntime as ort
 
         avail = available_providers()
@@ -87,7 +87,7 @@ class OnnxRuntime(Runtime):
         self.input_name = self.session.get_inputs()[0].name
         self._path, self._providers, self._inter = str(path), providers, inter_threads
         # CPU: a pinned session per frame shape; profiling diagnoses the one session it was asked of
-        pin = self.device == "cpu" and not profile
+        pin = self.device == "cpu" and pin_shapes and not profile
         self._by_shape: OrderedDict[tuple[int, ...], object] | None = OrderedDict() if pin else None
         self._lock = threading.Lock()  # the cache, not the runs: ORT sessions run concurrently
         # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8

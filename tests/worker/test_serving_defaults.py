@@ -48,3 +48,25 @@ def test_worker_infers_at_the_published_size_by_default(calibrated_weights):
 def test_input_size_must_be_a_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
         WorkerSettings(input_size=1000)
+
+
+def test_worker_pins_one_onnx_session_per_frame_shape_unless_told_not_to():
+    """FACESTREAM_WORKER__PIN_SHAPES (default on): the CPU runtime runs each frame on a session pinned to its
+    shape, with the same detections as the dynamic graph; off, one dynamic session runs batches whole."""
+    from pathlib import Path
+
+    from training.compress.calibration import calibration_frames
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = repo / "models/weights/fsdet-m.safetensors"
+    frames = calibration_frames([repo / "facestream/assets/face-demographics-walking-and-pause.mp4"], 3)
+    pinned, dynamic = _worker(shipped), _worker(shipped, pin_shapes=False)
+    a, b = pinned.detect(frames), dynamic.detect(frames)
+    assert sum(len(x.boxes) for x in a) >= 3  # the clip's faces
+    for x, y in zip(a, b, strict=True):
+        assert len(x.boxes) == len(y.boxes)
+        np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-2)
+        np.testing.assert_allclose(x.scores, y.scores, atol=1e-4)
+    h, w = frames[0].shape[:2]
+    assert list(pinned.runtime._by_shape) == [(1, 3, (h + 31) // 32 * 32, (w + 31) // 32 * 32)]
+    assert dynamic.runtime._by_shape is None
