@@ -25,8 +25,10 @@ def main() -> None:
     ap.add_argument("--clip", type=Path, action="append", default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/eval/gate")
     ap.add_argument("--max-drop", type=float, default=0.01)
+    ap.add_argument("--max-faces", type=int, default=0,
+                    help="per clip, pass a ratio drop of at most this many more missed + false faces (0: off)")
     a = ap.parse_args()
-    table, failed = run_gate(a.old, a.new, a.clip or DEFAULT_CLIPS, a.out, a.max_drop)
+    table, failed = run_gate(a.old, a.new, a.clip or DEFAULT_CLIPS, a.out, a.max_drop, a.max_faces)
     print(table)
     sys.exit(1 if failed else 0)
 

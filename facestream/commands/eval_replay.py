@@ -20,6 +20,10 @@ EXIT_BAD_INPUT = 2
 _gate_options = [
     click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
                  help="Largest allowed drop (absolute) of each gated metric against the baseline."),
+    click.option("--max-faces", type=click.IntRange(0), default=0, show_default=True,
+                 help="A metric that drops by more than --max-drop still passes when the new run has at most "
+                      "this many more missed faces plus false boxes (at the threshold) than the baseline: "
+                      "for short clips, where one face moves F1 by several points. 0: ratios only."),
     click.option("--metric", "metrics", multiple=True, type=click.Choice(["recall", "precision", "f1", "ap"]),
                  help="Metrics to gate (repeatable) [recall, f1, ap]."),
     click.option("--per-camera", is_flag=True, help="Also gate every camera of the baseline, not just overall."),
@@ -41,7 +45,8 @@ def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.exit(code)
 
 
-def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allow_missing, allow_mismatch):
+def _run_gate(new: dict, baseline_path: str, max_drop, max_faces, metrics, per_camera, allow_missing,
+              allow_mismatch):
     from training.evaluate.replay import GATED_METRICS, ReplayEvalError, gate, load_report
 
     try:
@@ -49,7 +54,7 @@ def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allo
     except ReplayEvalError as exc:
         _fail(str(exc))
     return gate(new, base, max_drop=max_drop, metrics=metrics or GATED_METRICS, per_camera=per_camera,
-                allow_missing=allow_missing, allow_mismatch=allow_mismatch)
+                allow_missing=allow_missing, allow_mismatch=allow_mismatch, max_faces=max_faces)
 
 
 @click.command("replay", short_help="Score replay run(s) against footage labels; optional regression gate.")
@@ -76,7 +81,8 @@ def _run_gate(new: dict, baseline_path: str, max_drop, metrics, per_camera, allo
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of the summary.")
 @click.pass_context
 def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, threshold, iou, out_dir, plots,
-           wait_s, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch, as_json) -> None:
+           wait_s, baseline, max_drop, max_faces, metrics, per_camera, allow_missing, allow_mismatch,
+           as_json) -> None:
     """Score replay run(s) against footage labels: P/R/F1 at --threshold, AP (IoU 0.5, VOC), drops, latency.
 
     \b
@@ -130,7 +136,8 @@ def replay(ctx, run_ids, labels_paths, labels_format, labels_fps, dense, thresho
         r.close()
     result = None
     if baseline:
-        result = _run_gate(report.data, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch)
+        result = _run_gate(report.data, baseline, max_drop, max_faces, metrics, per_camera, allow_missing,
+                           allow_mismatch)
     if out_dir:
         paths = write_report(report, out_dir, result, plots=plots)
         click.echo(f"report: {paths['md']} (+ {', '.join(p.name for k, p in paths.items() if k != 'md')})",
@@ -175,7 +182,8 @@ def summary_text(d: dict) -> str:
               help="report.json of the model in service.")
 @gate_options
 @click.option("--json", "as_json", is_flag=True, help="Print the gate result as JSON.")
-def gate_cmd(new_report, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch, as_json) -> None:
+def gate_cmd(new_report, baseline, max_drop, max_faces, metrics, per_camera, allow_missing, allow_mismatch,
+             as_json) -> None:
     """Compare NEW_REPORT (report.json) with --baseline without Redis; exit 1 when the new model regresses."""
     from training.evaluate.replay import ReplayEvalError, load_report
 
@@ -183,7 +191,7 @@ def gate_cmd(new_report, baseline, max_drop, metrics, per_camera, allow_missing,
         new = load_report(new_report)
     except ReplayEvalError as exc:
         _fail(str(exc))
-    result = _run_gate(new, baseline, max_drop, metrics, per_camera, allow_missing, allow_mismatch)
+    result = _run_gate(new, baseline, max_drop, max_faces, metrics, per_camera, allow_missing, allow_mismatch)
     click.echo(json.dumps(result.to_dict(), indent=1) if as_json else result.text())
     if not result.passed:
         sys.exit(EXIT_GATE_FAILED)

@@ -95,6 +95,13 @@ def test_oracle_through_pipeline_and_gate(r, keys, settings, prefix, worker, fac
     res = invoke(prefix, "gate", str(tmp_path / "worse" / "report.json"), "--baseline",
                  str(tmp_path / "good" / "report.json"), "--max-drop", "0.7")
     assert res.exit_code == 0, res.output
+    # a tolerance in faces: 20 more missed faces are beyond 5, within 100
+    res = invoke(prefix, "gate", str(tmp_path / "worse" / "report.json"), "--baseline",
+                 str(tmp_path / "good" / "report.json"), "--max-faces", "5")
+    assert res.exit_code == 1 and "beyond 5 face(s): +20 missed" in res.output
+    res = invoke(prefix, "gate", str(tmp_path / "worse" / "report.json"), "--baseline",
+                 str(tmp_path / "good" / "report.json"), "--max-faces", "100")
+    assert res.exit_code == 0 and "within 100 face(s)" in res.output
 
 
 def test_random_model_plumbing(r, keys, settings, worker, random_detector, face_clip, labels_file, tmp_path):

@@ -191,6 +191,26 @@ def test_gate_thresholds():
     assert gate(other, good, allow_mismatch=True).passed
 
 
+def test_gate_tolerates_a_few_faces_on_a_short_clip_when_asked():
+    """--max-faces: a ratio drop passes when the new run has at most that many more missed + false faces;
+    one face more than that fails, and 0 (the default) gates on the ratios alone."""
+    good = evaluate_runs([(run_of(events_for(gt)), truth())]).data
+    # face A missed on one frame of ten: F1 and recall drop by several points
+    def missing_a_on(frames):
+        return evaluate_runs([(run_of(events_for(lambda i: gt(i)[1:] if i in frames else gt(i))), truth())]).data
+
+    one, two = missing_a_on({3 * STEP}), missing_a_on({3 * STEP, 7 * STEP})
+    assert good["overall"]["f1"] - one["overall"]["f1"] > 0.01
+    assert not gate(one, good).passed  # ratios alone: fails
+    g = gate(one, good, max_faces=1)
+    assert g.passed and all("within 1 face(s): +1 missed, +0 false" in c.detail for c in g.checks
+                            if c.name in ("recall", "f1", "ap"))
+    g = gate(two, good, max_faces=1)
+    assert not g.passed and "beyond 1 face(s): +2 missed" in g.failures[0].detail
+    assert gate(two, good, max_faces=2).passed
+    assert g.to_dict()["max_faces"] == 1 and "at most 1 more missed / false faces" in g.text()
+
+
 def test_gate_per_camera():
     def two(cam_b_fn):
         a = run_of(events_for(gt, cam="A", run_id="ra"), run_id="ra", cam="A")
