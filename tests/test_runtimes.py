@@ -348,12 +348,13 @@ def test_cached_onnx_export_must_come_from_the_same_weights(tmp_path):
 def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypatch):
     """CPU: each frame runs on a session pinned to its shape (ONNX Runtime then folds the decode's shape
     arithmetic): the same outputs as the dynamic graph on the whole batch, one session per frame shape,
-    built once, least recent out first."""
+    built once PIN_AFTER frames of it have run, least recent out first."""
     import onnx
 
     from models.runtimes import onnx_rt
     from models.runtimes.onnx_rt import OnnxRuntime
 
+    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 1)
     rt = OnnxRuntime(files[1], threads=1)
     rng = np.random.default_rng(3)
     shapes = [(1, 3, 64, 96), (3, 3, 64, 96), (2, 3, 96, 64)]
@@ -373,6 +374,12 @@ def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypat
     rt.session_for((1, 3, 64, 96))  # used again: now the most recent
     rt.infer(rng.uniform(0, 255, (2, 3, 64, 64)).astype(np.float32))
     assert list(rt._by_shape) == [(1, 3, 64, 96), (1, 3, 64, 64)]
+    # a shape is pinned only once PIN_AFTER of its frames have run: one-off sizes stay dynamic
+    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 3)
+    rt.infer(rng.uniform(0, 255, (2, 3, 32, 32)).astype(np.float32))
+    assert (1, 3, 32, 32) not in rt._by_shape
+    rt.infer(rng.uniform(0, 255, (1, 3, 32, 32)).astype(np.float32))
+    assert (1, 3, 32, 32) in rt._by_shape
     # a graph without symbolic dimensions runs on its own session
     fixed = onnx.load(str(files[1]))
     for i, d in enumerate(fixed.graph.input[0].type.tensor_type.shape.dim):

@@ -6,7 +6,9 @@ shape arithmetic into constants and drops layout reorders (276 -> 143 nodes afte
 outputs; per frame, batch-1 runs on a pinned session beat a dynamic batch of 8 by 1.4x (2 threads) to
 1.6x (1 thread), and a pinned batch of 8 too (CPU batching only adds cache misses); see
 docs/benchmarks.md. A worker sees few frame shapes (its cameras' detect sizes), so one pinned session per
-shape, ~20-30 MB each, least recently used out first. The CUDA provider runs the batch whole, as exported.
+shape, ~20-30 MB each, least recently used out first, built once PIN_AFTER frames of that shape have run
+(a one-off size, like most images of an evaluation set, stays on the dynamic session rather than paying a
+~60 ms build). The CUDA provider runs the batch whole, as exported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from .base import Outputs, Runtime, RuntimeUnavailable
 OUTPUT_NAMES = ["scores", "boxes", "landmarks"]
 log = logging.getLogger(__name__)
 MAX_SHAPE_SESSIONS = 8  # ~60 ms to build, ~20-30 MB of arena each (640x480)
+PIN_AFTER = 8  # frames of a shape before it gets its own session: a build pays off after ~60 frames
 
 
 def session_options(threads: int | None = None, inter_threads: int = 1, spin: bool = True,
@@ -89,12 +92,14 @@ class OnnxRuntime(Runtime):
         # CPU: a pinned session per frame shape; profiling diagnoses the one session it was asked of
         pin = self.device == "cpu" and pin_shapes and not profile
         self._by_shape: OrderedDict[tuple[int, ...], object] | None = OrderedDict() if pin else None
+        self._seen: Counter[tuple[int, ...]] = Counter()  # frames per shape not pinned yet
         self._lock = threading.Lock()  # the cache, not the runs: ORT sessions run concurrently
         # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8
         self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "fp32")
 
-    def session_for(self, shape: tuple[int, ...]):
-        """The session pinned to this input shape (built on first use), or the dynamic one."""
+    def session_for(self, shape: tuple[int, ...], frames: int = 1):
+        """The session pinned to this input shape (built once `frames` of it reach PIN_AFTER), else the
+        dynamic one."""
         if self._by_shape is None:
             return self.session
         with self._lock:
@@ -105,6 +110,12 @@ class OnnxRuntime(Runtime):
             dims = pinned_dims(self.session, shape)
             if not dims:  # a fixed-shape graph: nothing to pin
                 return self.session
+            if len(self._seen) > 1024:  # bounded: many one-off sizes
+                self._seen.clear()
+            self._seen[shape] += frames
+            if self._seen[shape] < PIN_AFTER:
+                return self.session
+            del self._seen[shape]
             import onnxruntime as ort
 
             t0 = time.perf_counter()
@@ -122,7 +133,7 @@ class OnnxRuntime(Runtime):
         if self._by_shape is None or x.ndim != 4 or len(x) == 0:  # the CUDA provider, or input it will refuse
             s, b, k = self.session.run(OUTPUT_NAMES, {self.input_name: x})
             return s, b, k
-        sess = self.session_for((1, *x.shape[1:]))
+        sess = self.session_for((1, *x.shape[1:]), len(x))
         outs = [sess.run(OUTPUT_NAMES, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
         s, b, k = (np.concatenate(parts) for parts in zip(*outs, strict=True))
         return s, b, k
