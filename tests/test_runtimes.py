@@ -380,6 +380,16 @@ def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypat
     assert (1, 3, 32, 32) not in rt._by_shape
     rt.infer(rng.uniform(0, 255, (1, 3, 32, 32)).astype(np.float32))
     assert (1, 3, 32, 32) in rt._by_shape
+    # a pinned session that cannot be built (the file gone): the dynamic session serves that shape, once asked
+    gone = files[1].parent / "gone.onnx"
+    gone.write_bytes(files[1].read_bytes())
+    grt = OnnxRuntime(gone, threads=1)
+    gone.unlink()
+    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 1)
+    x = rng.uniform(0, 255, (2, 3, 64, 96)).astype(np.float32)
+    for a, b in zip(grt.infer(x), grt.session.run(onnx_rt.OUTPUT_NAMES, {grt.input_name: x}), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+    assert grt._by_shape[(1, 3, 64, 96)] is grt.session
     # a graph without symbolic dimensions runs on its own session
     fixed = onnx.load(str(files[1]))
     for i, d in enumerate(fixed.graph.input[0].type.tensor_type.shape.dim):

@@ -119,10 +119,15 @@ class OnnxRuntime(Runtime):
             import onnxruntime as ort
 
             t0 = time.perf_counter()
-            sess = ort.InferenceSession(self._path, providers=self._providers,
-                                        sess_options=session_options(self.threads, self._inter, dims=dims))
-            log.info("onnx session pinned to input %s in %.0f ms", "x".join(map(str, shape)),
-                     (time.perf_counter() - t0) * 1e3)
+            try:
+                sess = ort.InferenceSession(self._path, providers=self._providers,
+                                            sess_options=session_options(self.threads, self._inter, dims=dims))
+                log.info("onnx session pinned to input %s in %.0f ms", "x".join(map(str, shape)),
+                         (time.perf_counter() - t0) * 1e3)
+            except Exception as e:  # e.g. the file changed under us: serve on, unpinned, for this shape
+                log.warning("onnx: no pinned session for input %s (%s); the dynamic one serves it",
+                            "x".join(map(str, shape)), str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                sess = self.session
             self._by_shape[shape] = sess
             while len(self._by_shape) > MAX_SHAPE_SESSIONS:
                 self._by_shape.popitem(last=False)
