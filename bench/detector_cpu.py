@@ -34,6 +34,7 @@ if not YUNET.is_file():
     YUNET = Path("/work/shared/models/peers/libfd_yunet_n_dynamic.onnx")
 W, H = 640, 480
 TARGET_MS = {"fsdet-m": 20.0}
+DYNAMIC = " (dynamic shapes)"  # the row suffix of a model's session without pinned shapes
 
 
 def session(path: Path, threads: int, profile_dir: Path | None = None, spin: bool = True, pinned: bool = True):
@@ -102,13 +103,11 @@ def run(args) -> dict:
         models["YuNet-n"] = YUNET
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch, 3, H, W)).astype(np.float32)
-    sess, base_of = {}, {}
+    sess = {}
     for name, p in models.items():
         sess[name] = session(p, args.threads, spin=not args.no_spin)
-        base_of[name] = name
         if args.dynamic_too:  # the same graph without pinned shapes: what ONNX Runtime ran before
-            sess[f"{name} (dynamic shapes)"] = session(p, args.threads, spin=not args.no_spin, pinned=False)
-            base_of[f"{name} (dynamic shapes)"] = name
+            sess[name + DYNAMIC] = session(p, args.threads, spin=not args.no_spin, pinned=False)
     # a pinned session takes one frame: a batch runs frame by frame, as the runtime runs it on the CPU
     feeds = {name: [{s.get_inputs()[0].name: x[i : i + 1]} for i in range(len(x))]
              if s.get_inputs()[0].shape[0] == 1 else [{s.get_inputs()[0].name: x}] for name, s in sess.items()}
@@ -147,7 +146,7 @@ def run(args) -> dict:
             # CPU time of the process per frame: with 1 thread and no spinning this is the work itself,
             # a fair estimate of uncontended single-thread latency on a machine shared with other jobs
             "cpu_ms": round(statistics.median(cpu[name]), 2),
-            "gmacs": paths[base_of[name]][1] if base_of[name] in paths else None,
+            "gmacs": paths[name.removesuffix(DYNAMIC)][1] if name.removesuffix(DYNAMIC) in paths else None,
         }
     if args.profile:
         pdir = Path(args.profile)

@@ -45,11 +45,11 @@ class YuNetScoreMaps:
     STRIDES = (8, 16, 32)
 
     def __init__(self, path: str, strides: tuple[int, ...], threads: int = 2):
-        if detect_model_type(path) != "yunet":
+        self.sess = make_session(path, threads)
+        if detect_model_type(path, self.sess) != "yunet":
             raise ValueError(f"distill_from {path}: an ONNX teacher must be YuNet (cls_/obj_ outputs per stride)")
         if tuple(strides) != self.STRIDES:
             raise ValueError(f"distill_from {path}: YuNet's strides {self.STRIDES} differ from the model's {strides}")
-        self.sess = make_session(path, threads)
         self.input_name = self.sess.get_inputs()[0].name
         self.names = [o.name for o in self.sess.get_outputs()]
 

@@ -384,9 +384,10 @@ RUNNERS: dict[str, type[Teacher]] = {
 }
 
 
-def detect_model_type(onnx_path: str | Path) -> str:
-    """Recognise the family from the ONNX output names/shapes (falls back to the file name)."""
-    sess = make_session(onnx_path, 1)
+def detect_model_type(onnx_path: str | Path, sess=None) -> str:
+    """Recognise the family from the ONNX output names/shapes (falls back to the file name); `sess`: a session
+    of that file already built, not built again."""
+    sess = sess if sess is not None else make_session(onnx_path, 1)
     outs = sess.get_outputs()
     names = {o.name for o in outs}
     if {"score_8", "bbox_8"} <= names:
