@@ -27,6 +27,33 @@ def test_boxes_follow_the_pixels():
     assert checked >= 10
 
 
+def test_pixels_sit_exactly_on_their_boxes_under_zoom_and_flip():
+    """The square's centroid (pixel i's centre at i + 0.5, the boxes' convention) is the box centre to a
+    tenth of a pixel, flipped or not, zoomed in or out (an affine handed to cv2.warpAffine as is puts it
+    0.5 * (1 - scale) px off, and `scale` px more under a flip: up to ~4 px here)."""
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[150:200, 200:240, 0] = 255  # the square in blue
+    img[150:200, 220:240, 1] = 255  # its right half in green too: tells a flipped window
+    box = np.array([[200, 150, 240, 200]], np.float32)
+    cfg = AugmentConfig(canvas=640, window=320, photometric_prob=0, gray_prob=0, degrade=False, face_window_prob=1)
+    offsets = {False: [], True: []}
+    ys, xs = np.mgrid[:320, :320] + 0.5
+    for seed in range(60):
+        s = augment(img, box, np.zeros(1, bool), np.full((1, 10), np.nan, np.float32), cfg,
+                    np.random.default_rng(seed))
+        if not len(s.boxes) or s.ignore[0] or (s.boxes[0, :2] <= 1).any() or (s.boxes[0, 2:] >= 319).any():
+            continue  # cut by the window: its centroid is not the box centre
+        b, g = s.image[..., 0].astype(np.float64), s.image[..., 1].astype(np.float64)
+        cx, cy = (b * xs).sum() / b.sum(), (b * ys).sum() / b.sum()
+        flipped = (g * xs).sum() / g.sum() < cx
+        offsets[flipped].append((cx - (s.boxes[0, 0] + s.boxes[0, 2]) / 2, cy - (s.boxes[0, 1] + s.boxes[0, 3]) / 2))
+    for flipped, off in offsets.items():
+        assert len(off) >= 8, f"too few whole squares (flipped={flipped})"
+        off = np.array(off)
+        assert np.abs(off.mean(0)).max() < 0.1, (flipped, off.mean(0))
+        assert np.abs(off).max() < 0.35, (flipped, np.abs(off).max())
+
+
 def test_flip_mirrors_boxes_and_swaps_landmarks():
     cfg = AugmentConfig(canvas=100, window=100)
     m = np.array([[-1.0, 0, 100], [0, 1.0, 0]])  # pure horizontal flip of a 100 px canvas
