@@ -173,8 +173,8 @@ def degrade(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
 def warp_matrix(m: np.ndarray) -> np.ndarray:
     """`m` (box coordinates: pixel i spans [i, i+1]) in cv2.warpAffine's convention (pixel i's centre is at i).
 
-    Passed as is, warpAffine moves the content 0.5 * (1 - scale) px off the boxes, and s px under a flip: a
-    label offset that varies with zoom and flips between 0 and ~1.7 px, large for a 10 px face.
+    Passed as is, warpAffine moves the content 0.5 * (1 - scale) px off the boxes, and `scale` px more in x
+    under a flip: a label offset of 0-4 px that changes from window to window, large for a 10 px face.
     """
     p = np.array(m, dtype=np.float64, copy=True)
     p[:, 2] += 0.5 * p[:, :2].sum(1) - 0.5
