@@ -1,11 +1,13 @@
 """Where a model puts its boxes against a training config's dev labels, by face size: localisation, not AP.
 
     .venv/bin/python bench/box_bias.py --config configs/fsdet-m.toml --model models/weights/fsdet-m.safetensors
+    .venv/bin/python bench/box_bias.py --config configs/fsdet-m.toml --teacher ../shared/models/peers/X.onnx
 
 Per dev source and face width at the serving size: matched faces (best IoU >= 0.2 with a box scoring >=
 0.2), their median IoU, the share under IoU 0.5 (a false box and a miss under the WIDER protocol), the
 median width / height ratio and the median centre offset as a fraction of the face's width / height (a
-sign that persists is a convention or geometry fault, e.g. the warp fixed in training/data/augment.py).
+sign that persists is a convention or geometry fault, e.g. the warp fixed in training/data/augment.py). A
+`--teacher` (any `facestream label` teacher, boxes scoring >= 0.5) shows the labels' own conventions.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BINS = ((4, 8), (8, 12), (12, 16), (16, 24), (24, 48), (48, 10_000))
 
 
-def matched_rows(det, records, scales) -> np.ndarray:
+def matched_rows(boxes_of, records, scales) -> np.ndarray:
     """(N, 7): width at the serving size, IoU, log w ratio, log h ratio, dx / w, dy / h, h / w."""
     rows = []
     for r, s in zip(records, scales, strict=True):
@@ -32,14 +34,14 @@ def matched_rows(det, records, scales) -> np.ndarray:
         g = r.boxes[~r.ignore]
         if img is None or not len(g):
             continue
-        (d,) = det.detect([img])
-        if not len(d.boxes):
+        boxes = boxes_of(img)
+        if not len(boxes):
             continue
-        iou = box_iou(torch.as_tensor(g), torch.as_tensor(d.boxes)).numpy()
+        iou = box_iou(torch.as_tensor(g), torch.as_tensor(boxes)).numpy()
         for i, j in enumerate(iou.argmax(1)):
             if iou[i, j] < 0.2:
                 continue
-            gb, pb = g[i], d.boxes[j]
+            gb, pb = g[i], boxes[j]
             gw, gh, pw, ph = gb[2] - gb[0], gb[3] - gb[1], pb[2] - pb[0], pb[3] - pb[1]
             rows.append((gw * s, iou[i, j], np.log(pw / gw), np.log(ph / gh),
                          (pb[0] + pb[2] - gb[0] - gb[2]) / 2 / gw, (pb[1] + pb[3] - gb[1] - gb[3]) / 2 / gh, gh / gw))
@@ -51,24 +53,34 @@ def main() -> None:
     from training.config import load_config
     from training.data.dataset import source_splits
     from training.devset import serving_scales
+    from training.distill.teachers import load_teacher
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="training config whose dev split is scored")
-    ap.add_argument("--model", required=True, action="append", help="weights or .onnx; repeat to compare")
+    ap.add_argument("--model", action="append", default=[], help="weights or .onnx; repeat to compare")
+    ap.add_argument("--teacher", action="append", default=[], help="a teacher's ONNX (boxes scoring >= 0.5)")
     ap.add_argument("--input-size", type=int, default=640)
     ap.add_argument("--min-faces", type=int, default=5, help="skip size bins with fewer matched faces")
     a = ap.parse_args()
+    if not a.model and not a.teacher:
+        sys.exit("give at least one --model or --teacher")
     try:
         splits = source_splits(load_config(a.config))
     except (ValueError, OSError) as e:
         sys.exit(f"{a.config}: {e}")
     print("| model | source | width px | faces | median IoU | IoU < 0.5 | w ratio | h ratio | dx / w | dy / h |")
     print("| --- " * 10 + "|")
+    runners = []
     for m in a.model:
         det = load_detector(runtime="onnx" if m.lower().endswith(".onnx") else "torch", weights=m,
                             threshold=0.2, nms_iou=0.4, input_size=a.input_size)
+        runners.append((m, lambda img, det=det: det.detect([img])[0].boxes))
+    for t in a.teacher:
+        teacher = load_teacher(t)
+        runners.append((t, lambda img, teacher=teacher: (d := teacher(img))[d[:, 4] >= 0.5, :4]))
+    for m, boxes_of in runners:
         for name, _, recs in splits:
-            rows = matched_rows(det, recs, serving_scales(recs, a.input_size))
+            rows = matched_rows(boxes_of, recs, serving_scales(recs, a.input_size))
             for lo, hi in BINS:
                 b = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
                 if len(b) < a.min_faces:
