@@ -26,14 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 BINS = ((4, 8), (8, 12), (12, 16), (16, 24), (24, 48), (48, 10_000))
 
 
-def matched_rows(boxes_of, records, scales) -> np.ndarray:
+def matched_rows(boxes_of, records, input_size: int) -> np.ndarray:
     """(N, 7): width at the serving size, IoU, log w ratio, log h ratio, dx / w, dy / h, h / w."""
+    from models.facedet.preprocess import padded_size
+
     rows = []
-    for r, s in zip(records, scales, strict=True):
+    for r in records:
         img = cv2.imread(str(r.path), cv2.IMREAD_COLOR)
         g = r.boxes[~r.ignore]
         if img is None or not len(g):
             continue
+        s = padded_size(img.shape[1], img.shape[0], input_size)[0]  # the serving letterbox's scale
         boxes = boxes_of(img)
         if not len(boxes):
             continue
@@ -52,7 +55,6 @@ def main() -> None:
     from models.detector import load_detector
     from training.config import load_config
     from training.data.dataset import source_splits
-    from training.devset import serving_scales
     from training.distill.teachers import load_teacher
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,7 +82,7 @@ def main() -> None:
         runners.append((t, lambda img, teacher=teacher: (d := teacher(img))[d[:, 4] >= 0.5, :4]))
     for m, boxes_of in runners:
         for name, _, recs in splits:
-            rows = matched_rows(boxes_of, recs, serving_scales(recs, a.input_size))
+            rows = matched_rows(boxes_of, recs, a.input_size)
             for lo, hi in BINS:
                 b = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
                 if len(b) < a.min_faces:
