@@ -97,11 +97,15 @@ class Detection(_Model):
     landmarks: list[tuple[float, float]] | None = None  # 5 points: eyes, nose, mouth corners
 
 
+# the runtimes a user picks (worker settings, CLI --runtime); ModelInfo.runtime names the one serving
+RUNTIMES = ("auto", "torch", "onnx", "openvino", "tensorrt")
+
+
 class ModelInfo(_Model):
     name: str
     version: str
     sha256: str
-    runtime: str  # torch | onnxruntime | tensorrt
+    runtime: str  # torch | onnxruntime | openvino | tensorrt
     precision: str = "fp32"  # fp32 | fp16 | int8
     input_size: int | None = None
 

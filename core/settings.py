@@ -37,6 +37,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.schema import RUNTIMES
+
 ENV_PREFIX = "FACESTREAM_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -192,8 +194,9 @@ class WorkerSettings(_Section):
         "127.0.0.1", description="bind address of /healthz and /metrics (loopback; containers set 0.0.0.0)"
     )
     http_port: int = Field(9108, ge=0, le=65_535, description="port of /healthz and /metrics (0: disabled)")
-    runtime: Literal["auto", "torch", "onnx", "tensorrt"] = Field(
-        "auto", description="inference runtime (auto: tensorrt > torch CUDA > onnx CPU > torch CPU)"
+    runtime: Literal[RUNTIMES] = Field(  # type: ignore[valid-type]
+        "auto", description="inference runtime (auto: tensorrt > torch CUDA > onnx CPU > torch CPU; "
+                            "an INT8 variant on the CPU: openvino when installed)"
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     threshold: float | None = Field(

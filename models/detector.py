@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.schema import ModelInfo
+from core.schema import RUNTIMES, ModelInfo
 from models.cache import check_private, default_cache_dir
 from models.facedet.config import DetectorConfig
 from models.facedet.postprocess import Detections, PostprocessConfig, postprocess
@@ -41,10 +41,10 @@ from models.facedet.weights import (
     require_weights,
 )
 from models.runtimes.base import Runtime, RuntimeUnavailable, cuda_available, tensorrt_importable
+from models.runtimes.openvino_rt import openvino_importable
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx", "tensorrt")
 DEFAULT_THRESHOLD = 0.5
 
 __all__ = [
@@ -151,12 +151,14 @@ class Detector:
 # -- loading -------------------------------------------------------------------------------------------
 
 
-def pick_runtime(runtime: str = "auto", device: str | None = None, *, cuda: bool | None = None,
-                 trt: bool | None = None, ort_providers: list[str] | None = None) -> str:
+def pick_runtime(runtime: str = "auto", device: str | None = None, *, precision: str = "fp32",
+                 cuda: bool | None = None, trt: bool | None = None, ort_providers: list[str] | None = None,
+                 openvino: bool | None = None) -> str:
     """auto: the fastest runtime that really runs on this host -- TensorRT (importable + CUDA) > torch on
-    CUDA > ONNX Runtime's CUDA provider > ONNX Runtime on CPU > torch on CPU. ONNX Runtime without its
-    CUDA provider is never picked on a GPU host: it would silently run on the CPU.
-    (``cuda``/``trt``/``ort_providers`` override the probes of this host, for tests.)"""
+    CUDA > ONNX Runtime's CUDA provider > ONNX Runtime on CPU > torch on CPU; on the CPU an INT8 variant
+    goes to OpenVINO when it is installed (ONNX Runtime's INT8 kernels are slower than its float ones
+    here). ONNX Runtime without its CUDA provider is never picked on a GPU host: it would silently run on
+    the CPU. (``cuda``/``trt``/``ort_providers``/``openvino`` override the probes of this host, for tests.)"""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if runtime != "auto":
@@ -174,7 +176,22 @@ def pick_runtime(runtime: str = "auto", device: str | None = None, *, cuda: bool
             ort_providers = list(onnxruntime.get_available_providers())
         except ImportError:
             ort_providers = []
+    if precision == "int8" and (openvino_importable() if openvino is None else openvino):
+        return "openvino"
     return "onnx" if ort_providers else "torch"
+
+
+def model_precision(weights: str | os.PathLike) -> str:
+    """fp32 | fp16 | int8: what a model file holds (compressed variants say so in their metadata)."""
+    from models.facedet.export import read_model_meta
+
+    return str((read_model_meta(weights, with_sha=False).extra or {}).get("precision", "fp32"))
+
+
+def cpu_runtime(weights: str | os.PathLike) -> str:
+    """The runtime `auto` serves this model file with on a CPU host (evaluations and gates use it, so they
+    measure what a worker serves): openvino for an INT8 variant when installed, else onnx."""
+    return pick_runtime("auto", "cpu", precision=model_precision(weights))
 
 
 def gpu_present() -> str | None:
@@ -272,12 +289,12 @@ def load_detector(
     """
     if device == "auto":
         device = None
-    kind = pick_runtime(runtime, device)
     wpath = require_weights(weights)
     from models.facedet.export import read_model_meta
 
     is_onnx = wpath.suffix.lower() == ".onnx"
     meta = read_model_meta(wpath)
+    kind = pick_runtime(runtime, device, precision=str((meta.extra or {}).get("precision", "fp32")))
     cfg = meta.config
     size = int(cfg.input_size if input_size is None else input_size)
     if size < 0 or size % cfg.pad_multiple:
@@ -295,6 +312,11 @@ def load_detector(
 
         onnx_path = wpath if is_onnx else onnx_for_weights(wpath, meta, cache_dir)
         rt = OnnxRuntime(onnx_path, device=device, threads=threads, **runtime_options)
+    elif kind == "openvino":
+        from models.runtimes.openvino_rt import OpenVinoRuntime
+
+        onnx_path = wpath if is_onnx else onnx_for_weights(wpath, meta, cache_dir)
+        rt = OpenVinoRuntime(onnx_path, device=device, threads=threads, **runtime_options)
     else:
         from models.runtimes.tensorrt_rt import TensorRTRuntime
 

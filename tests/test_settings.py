@@ -57,7 +57,7 @@ def test_env_prefix_and_nested_delimiter(env):
     [
         ("FACESTREAM_WORKER__MAX_BATCH", "0", "integer 1..256"),
         ("FACESTREAM_WORKER__MAX_BATCH", "lots", "integer 1..256"),
-        ("FACESTREAM_WORKER__RUNTIME", "cuda", "one of: auto, torch, onnx, tensorrt"),
+        ("FACESTREAM_WORKER__RUNTIME", "cuda", "one of: auto, torch, onnx, openvino, tensorrt"),
         ("FACESTREAM_WORKER__THRESHOLD", "1.5", "number 0.0..1.0"),
         ("FACESTREAM_WORKER__HTTP_PORT", "70000", "integer 0..65535"),
         ("FACESTREAM_INGEST__OPEN_TIMEOUT_S", "0", "number > 0 and <= 120"),

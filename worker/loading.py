@@ -18,7 +18,7 @@ def _runtime_options(ws) -> dict:
     rt = pick_runtime(ws.runtime, None if ws.device == "auto" else ws.device)
     if rt == "torch":
         return {"cuda_graphs": ws.cuda_graphs, "max_batch": ws.max_batch}
-    return {"pin_shapes": ws.pin_shapes} if rt == "onnx" else {}
+    return {"pin_shapes": ws.pin_shapes} if rt in ("onnx", "openvino") else {}  # auto may move an INT8 file to openvino
 
 
 def load_worker_detector(settings: Settings):

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from core.schema import RUNTIMES
 from core.settings import SettingsError, with_overrides
 from facestream.commands._common import get_app
 
@@ -24,7 +25,7 @@ EXIT_NO_MODEL = 3
 @click.option("--pace", type=click.Choice(["realtime", "asfast"]), default="realtime", show_default=True,
               help="Replay pace of a file.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Detector weights file.")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx", "tensorrt"]), default=None)
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Score threshold.")
 @click.option("--quiet", is_flag=True, help="Print only the summary, not every event.")
 @click.pass_context

@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from core.logging import error_words
+from core.schema import RUNTIMES
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".h264", ".264"}
@@ -207,7 +208,7 @@ def run_video(it: Item, det, out: Path, fmt: str, batch: int, every: int, annota
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("detections"),
               show_default=True, help="Output folder (mirrors the input layout).")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx", "tensorrt"]), default="auto",
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto",
               show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A .safetensors or .onnx file (default: models/weights/fsdet-m.safetensors).")

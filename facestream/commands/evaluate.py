@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from core.schema import RUNTIMES
+
 
 @click.group("eval")
 def eval_group() -> None:
@@ -39,7 +41,8 @@ def eval_group() -> None:
               help="Detections below this are dropped before evaluation (the published convention).")
 @click.option("--max-size", type=int, default=None,
               help="Long side for dynamic-input models (default: original size; ours: its input size).")
-@click.option("--runtime", default="auto", show_default=True, help="Our weights: auto | onnx | torch | tensorrt.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="Runtime for our weights.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--name", default=None, help="Name in the report (default: the model file's stem).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

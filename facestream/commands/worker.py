@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from core.schema import RUNTIMES
 from core.settings import SettingsError, with_overrides
 from facestream.commands._common import get_app
 
@@ -15,7 +16,7 @@ EXIT_NO_MODEL = 3
 @click.command()
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Weights file (.safetensors or .onnx); default FACESTREAM_WORKER__WEIGHTS or the shipped ones.")
-@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx", "tensorrt"]), default=None,
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
               help="Inference runtime (FACESTREAM_WORKER__RUNTIME).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (FACESTREAM_WORKER__DEVICE).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Score threshold.")

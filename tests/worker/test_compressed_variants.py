@@ -25,7 +25,7 @@ def int8_variant(tmp_path_factory):
 
 
 def test_worker_serves_an_int8_variant_and_events_report_it(wprefix, rconn, keys, start_worker, int8_variant):
-    settings = make_settings(wprefix, int8_variant, threshold=None)
+    settings = make_settings(wprefix, int8_variant, threshold=None, runtime="auto")  # as a user runs it
     det = load_worker_detector(settings)
     assert det.info.precision == "int8" and det.threshold == pytest.approx(0.31, abs=0.2)
     start_worker(settings, det=det)
@@ -33,5 +33,5 @@ def test_worker_serves_an_int8_variant_and_events_report_it(wprefix, rconn, keys
     publish_frame(rconn, keys, "cam-int8", 0, frame)
     wait_for(lambda: rconn.xlen(keys.events) >= 1, what="event")
     (ev,) = read_events(rconn, keys.events)
-    assert ev.model.precision == "int8" and ev.model.runtime == "onnxruntime"
+    assert ev.model.precision == "int8" and ev.model.runtime == "openvino"  # auto: INT8 on OpenVINO
     assert len(ev.detections) >= 1

@@ -23,6 +23,8 @@ class GateResult:
     ap_baseline: dict[str, float]
     replay_table: str = ""
     replay_failed: list[str] = field(default_factory=list)
+    runtime_variant: str = ""  # what evaluated each: the runtime that serves it on a CPU host
+    runtime_baseline: str = ""
 
     @property
     def drops(self) -> dict[str, float]:
@@ -51,7 +53,8 @@ class GateResult:
     def to_markdown(self) -> str:
         rows = "\n".join(f"| {s} | {self.ap_baseline[s]:.3f} | {self.ap_variant[s]:.3f} | {-self.drops[s]:+.1f} |"
                          for s in SETTINGS)
-        out = (f"Baseline `{self.baseline}`, variant `{self.variant}`, tolerance {self.max_drop:g} AP points: "
+        rb, rv = (f" on {rt}" if rt else "" for rt in (self.runtime_baseline, self.runtime_variant))
+        out = (f"Baseline `{self.baseline}`{rb}, variant `{self.variant}`{rv}, tolerance {self.max_drop:g} AP points: "
                f"**{'pass' if self.passed else 'FAIL'}**\n\n| WIDER val | AP float | AP variant | change (points) |\n"
                f"| --- | --- | --- | --- |\n{rows}\n")
         if self.replay_table:
@@ -62,13 +65,19 @@ class GateResult:
         return json.dumps({**asdict(self), "drops": self.drops, "passed": self.passed}, indent=2)
 
 
+def serving_runtime(model: str | Path) -> str:
+    """The runtime a variant is evaluated on: the one `auto` serves it with on a CPU host."""
+    from models.detector import cpu_runtime
+
+    return cpu_runtime(model) if str(model).lower().endswith(".onnx") else "auto"
+
+
 def wider_ap(model: str | Path, wider_dir: str | Path, max_size: int | None = None, threads: int = 2,
-             progress: bool = False) -> dict[str, float]:
+             progress: bool = False, runtime: str | None = None) -> dict[str, float]:
     from training.evaluate.adapters import wider_eval
 
-    runtime = "onnx" if str(model).lower().endswith(".onnx") else "auto"
-    res = wider_eval(model, data_dir=Path(wider_dir), max_size=max_size, threads=threads, runtime=runtime,
-                     progress=progress)
+    res = wider_eval(model, data_dir=Path(wider_dir), max_size=max_size, threads=threads,
+                     runtime=runtime or serving_runtime(model), progress=progress)
     return {s: float(res.ap[s]) for s in SETTINGS}
 
 
@@ -79,7 +88,8 @@ def accuracy_gate(variant: str | Path, baseline: str | Path, wider_dir: str | Pa
     for each replay clip, the replay gate (F1 within 1 point)."""
     res = GateResult(str(variant), str(baseline), float(max_drop),
                      ap_variant=wider_ap(variant, wider_dir, max_size, threads, progress),
-                     ap_baseline=wider_ap(baseline, wider_dir, max_size, threads, progress))
+                     ap_baseline=wider_ap(baseline, wider_dir, max_size, threads, progress),
+                     runtime_variant=serving_runtime(variant), runtime_baseline=serving_runtime(baseline))
     if replay_clips:
         from training.evaluate.replay_gate import run_gate
 

@@ -56,8 +56,10 @@ def labels_for(clip: Path, env: dict) -> Path:
 
 def serve(model: Path, clips: list[tuple[Path, Path]], tag: str, env: dict, out_dir: Path) -> dict[str, Path]:
     """One worker with `model`; replay and score every clip; returns {clip: report.json}."""
+    from models.detector import cpu_runtime
+
     wid = f"gate-{tag}"
-    wenv = {**env, "FACESTREAM_WORKER__WEIGHTS": str(model), "FACESTREAM_WORKER__RUNTIME": "onnx",
+    wenv = {**env, "FACESTREAM_WORKER__WEIGHTS": str(model), "FACESTREAM_WORKER__RUNTIME": cpu_runtime(model),
             "FACESTREAM_WORKER__HTTP_PORT": "0", "FACESTREAM_WORKER__THRESHOLD": "0.02",
             "FACESTREAM_WORKER__WORKER_ID": wid}
     thr = model_threshold(model)
