@@ -79,6 +79,10 @@ def test_auto_serves_int8_on_openvino_and_float_on_onnx_runtime():
     assert load_detector("auto", FLOAT, device="cpu", threads=1).info.runtime == "onnxruntime"
     assert pick_runtime("auto", "cpu", precision="int8", openvino=False) == "onnx"  # not installed: ORT
     assert pick_runtime("auto", "cpu", precision="fp16", openvino=True) == "onnx"
+    # the compression gate and the replay gate evaluate each file on the runtime that serves it
+    from training.compress.gate import serving_runtime
+
+    assert (serving_runtime(INT8), serving_runtime(FLOAT)) == ("openvino", "onnx")
 
 
 def test_bad_requests_get_one_clear_error(tmp_path):

@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
     landmark_weight: float = 0.1
     neg_weight: float = Field(1.0, gt=0, description="loss weight of background points (hard negatives: hands, "
                               "backs of heads); >1 trades recall for precision")
+    score_target_power: float = Field(1.0, ge=0, le=1, description="positives' score target = IoU ** this "
+                                      "(1: quality focal loss's IoU; 0.5: sqrt, less spread; 0: 1 for every positive)")
     face_window_prob: float = Field(0.85, ge=0, le=1, description="how often a training window is centred near a "
                                     "face; the rest fall anywhere (more background)")
     rotate_prob: float = Field(0.0, ge=0, le=1, description="how often a training window is rotated in-plane "

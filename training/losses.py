@@ -37,9 +37,11 @@ def level_grid(points: torch.Tensor, stride: int) -> Grid:
 
 
 def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight: float = 2.0,
-                   landmark_weight: float = 0.1, neg_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                   landmark_weight: float = 0.1, neg_weight: float = 1.0,
+                   score_target_power: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """levels: FaceDetNet.forward_levels output; targets: collate() dict. neg_weight scales the score loss of
-    background points (QFL already focuses it on the confident ones)."""
+    background points (QFL already focuses it on the confident ones). A positive's score target is its box's
+    IoU ** score_target_power (1: QFL's IoU; lower narrows the spread between well and poorly boxed faces)."""
     logits = torch.cat([lv[0][..., 0] for lv in levels], 1)  # (B, A)
     dist = torch.cat([lv[1] * lv[4] for lv in levels], 1)  # (B, A, 4) px
     has_kps = levels[0][2] is not None
@@ -68,7 +70,7 @@ def detection_loss(levels, targets: dict, anchor_scale: float = 4.0, box_weight:
     target = torch.zeros_like(logits)
     if b_idx.numel():
         with torch.no_grad():
-            q = paired_iou(pred_boxes, gt_boxes).clamp(min=0.01)
+            q = paired_iou(pred_boxes, gt_boxes).clamp(min=0.01) ** score_target_power
         target[b_idx, a_idx] = q
     loss_cls = (quality_focal_loss(logits, target) * cls_weight).sum() / n_pos
 

@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = True, root: Path = Path(".")) -> Path
                 gr["lr"] = lr_at(step, total, cfg)
             levels = mixed_forward(model, imgs, amp_dtype)
             loss, st = detection_loss(levels, tg, get_config(cfg.variant).anchor_scale, cfg.box_weight,
-                                      cfg.landmark_weight, cfg.neg_weight)
+                                      cfg.landmark_weight, cfg.neg_weight, cfg.score_target_power)
             if teacher is not None:
                 kd = score_distillation(levels, teacher(imgs, amp_dtype))
                 loss = loss + cfg.distill_weight * kd

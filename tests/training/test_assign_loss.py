@@ -185,3 +185,17 @@ def test_score_distillation_is_zero_at_the_teacher_and_pulls_the_student_to_it()
         assert bool((torch.sign(step[far]) == torch.sign(t[..., 0][far])).all())
     with pytest.raises(ValueError, match="differ"):
         score_distillation(_levels([(torch.zeros(2, 64), 8)]), probs)
+
+
+def test_score_target_power_raises_the_positives_targets_below_one():
+    """IoU ** p: p = 1 is QFL's IoU target, p = 0 a target of 1 for every positive. A fresh model boxes its
+    positives poorly (IoU < 1), so a lower power raises their targets and with them the score loss."""
+    torch.manual_seed(0)
+    model = build_model(get_config("fsdet-s"))
+    img = torch.zeros(1, 3, 160, 160)
+    img[..., 40:90, 50:100] = 255
+    tg = _targets([[50, 40, 100, 90]], [False])
+    with torch.no_grad():
+        levels = model.forward_levels(img)
+        cls = [detection_loss(levels, tg, score_target_power=p)[1]["cls"] for p in (1.0, 0.5, 0.0)]
+    assert cls[0] < cls[1] < cls[2]
