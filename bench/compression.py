@@ -51,7 +51,7 @@ def timings(rows: dict[str, tuple[Path, str]], threads: int, seconds: float, rou
     """Median ms per 640x480 frame through each runtime's infer() (pinned shapes, as served), interleaved."""
     from detector_cpu import H, W
 
-    from models.runtimes.onnx_rt import PIN_AFTER
+    from models.runtimes.shape_pins import PIN_AFTER
 
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, H, W)).astype(np.float32)
     rts = {k: runtime_for(p, rt, threads) for k, (p, rt) in rows.items()}

@@ -12,8 +12,8 @@ from torchvision.ops import box_iou
 
 from models.detector import ModelFileError, load_detector, pick_runtime
 from models.runtimes.base import RuntimeUnavailable
-from models.runtimes.onnx_rt import PIN_AFTER
 from models.runtimes.openvino_rt import OpenVinoRuntime
+from models.runtimes.shape_pins import PIN_AFTER
 from training.compress.calibration import calibration_frames
 
 REPO = Path(__file__).resolve().parents[1]

@@ -351,10 +351,10 @@ def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypat
     built once PIN_AFTER frames of it have run, least recent out first."""
     import onnx
 
-    from models.runtimes import onnx_rt
+    from models.runtimes import onnx_rt, shape_pins
     from models.runtimes.onnx_rt import OnnxRuntime
 
-    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 1)
+    monkeypatch.setattr(shape_pins, "PIN_AFTER", 1)
     rt = OnnxRuntime(files[1], threads=1)
     rng = np.random.default_rng(3)
     shapes = [(1, 3, 64, 96), (3, 3, 64, 96), (2, 3, 96, 64)]
@@ -370,12 +370,12 @@ def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypat
         assert sess is not rt.session and rt.session_for(frame) is sess  # built once, then reused
         assert list(sess.get_inputs()[0].shape) == list(frame)  # every dimension pinned
     assert list(rt._by_shape) == [(1, 3, 64, 96), (1, 3, 96, 64)]  # batches of one frame shape share one
-    monkeypatch.setattr(onnx_rt, "MAX_SHAPE_SESSIONS", 2)
+    monkeypatch.setattr(shape_pins, "MAX_SHAPE_SESSIONS", 2)
     rt.session_for((1, 3, 64, 96))  # used again: now the most recent
     rt.infer(rng.uniform(0, 255, (2, 3, 64, 64)).astype(np.float32))
     assert list(rt._by_shape) == [(1, 3, 64, 96), (1, 3, 64, 64)]
     # a shape is pinned only once PIN_AFTER of its frames have run: one-off sizes stay dynamic
-    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 3)
+    monkeypatch.setattr(shape_pins, "PIN_AFTER", 3)
     rt.infer(rng.uniform(0, 255, (2, 3, 32, 32)).astype(np.float32))
     assert (1, 3, 32, 32) not in rt._by_shape
     rt.infer(rng.uniform(0, 255, (1, 3, 32, 32)).astype(np.float32))
@@ -385,7 +385,7 @@ def test_onnx_sessions_pinned_per_shape_match_the_dynamic_graph(files, monkeypat
     gone.write_bytes(files[1].read_bytes())
     grt = OnnxRuntime(gone, threads=1)
     gone.unlink()
-    monkeypatch.setattr(onnx_rt, "PIN_AFTER", 1)
+    monkeypatch.setattr(shape_pins, "PIN_AFTER", 1)
     x = rng.uniform(0, 255, (2, 3, 64, 96)).astype(np.float32)
     for a, b in zip(grt.infer(x), grt.session.run(onnx_rt.OUTPUT_NAMES, {grt.input_name: x}), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)

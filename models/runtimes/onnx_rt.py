@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections import Counter, OrderedDict
 
 import numpy as np
 
 from .base import Outputs, Runtime, RuntimeUnavailable
+from .shape_pins import ShapePins
 
 OUTPUT_NAMES = ["scores", "boxes", "landmarks"]
 log = logging.getLogger(__name__)
-MAX_SHAPE_SESSIONS = 8  # ~60 ms to build, ~20-30 MB of arena each (640x480)
-PIN_AFTER = 8  # frames of a shape before it gets its own session: a build pays off after ~60 frames
 
 
 def session_options(threads: int | None = None, inter_threads: int = 1, spin: bool = True,
@@ -91,47 +88,31 @@ class OnnxRuntime(Runtime):
         self._path, self._providers, self._inter = str(path), providers, inter_threads
         # CPU: a pinned session per frame shape; profiling diagnoses the one session it was asked of
         pin = self.device == "cpu" and pin_shapes and not profile
-        self._by_shape: OrderedDict[tuple[int, ...], object] | None = OrderedDict() if pin else None
-        self._seen: Counter[tuple[int, ...]] = Counter()  # frames per shape not pinned yet
-        self._lock = threading.Lock()  # the cache, not the runs: ORT sessions run concurrently
+        self._by_shape: ShapePins | None = ShapePins(self._pin) if pin else None  # ORT sessions run concurrently
         # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8
         self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "fp32")
 
     def session_for(self, shape: tuple[int, ...], frames: int = 1):
         """The session pinned to this input shape (built once `frames` of it reach PIN_AFTER), else the
         dynamic one."""
-        if self._by_shape is None:
+        if self._by_shape is None or not pinned_dims(self.session, shape):  # a fixed-shape graph: nothing to pin
             return self.session
-        with self._lock:
-            sess = self._by_shape.get(shape)
-            if sess is not None:
-                self._by_shape.move_to_end(shape)
-                return sess
-            dims = pinned_dims(self.session, shape)
-            if not dims:  # a fixed-shape graph: nothing to pin
-                return self.session
-            if len(self._seen) > 1024:  # bounded: many one-off sizes
-                self._seen.clear()
-            self._seen[shape] += frames
-            if self._seen[shape] < PIN_AFTER:
-                return self.session
-            del self._seen[shape]
-            import onnxruntime as ort
+        return self._by_shape.pinned(shape, frames, self.session)
 
-            t0 = time.perf_counter()
-            try:
-                sess = ort.InferenceSession(self._path, providers=self._providers,
-                                            sess_options=session_options(self.threads, self._inter, dims=dims))
-                log.info("onnx session pinned to input %s in %.0f ms", "x".join(map(str, shape)),
-                         (time.perf_counter() - t0) * 1e3)
-            except Exception as e:  # e.g. the file changed under us: serve on, unpinned, for this shape
-                log.warning("onnx: no pinned session for input %s (%s); the dynamic one serves it",
-                            "x".join(map(str, shape)), str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
-                sess = self.session
-            self._by_shape[shape] = sess
-            while len(self._by_shape) > MAX_SHAPE_SESSIONS:
-                self._by_shape.popitem(last=False)
+    def _pin(self, shape: tuple[int, ...]):
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(self._path, providers=self._providers, sess_options=session_options(
+                self.threads, self._inter, dims=pinned_dims(self.session, shape)))
+            log.info("onnx session pinned to input %s in %.0f ms", "x".join(map(str, shape)),
+                     (time.perf_counter() - t0) * 1e3)
             return sess
+        except Exception as e:  # e.g. the file changed under us: serve on, unpinned, for this shape
+            log.warning("onnx: no pinned session for input %s (%s); the dynamic one serves it",
+                        "x".join(map(str, shape)), str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+            return self.session
 
     def infer(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)

@@ -19,12 +19,12 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, OrderedDict
 
 import numpy as np
 
 from .base import Outputs, Runtime, RuntimeUnavailable
-from .onnx_rt import MAX_SHAPE_SESSIONS, OUTPUT_NAMES, PIN_AFTER
+from .onnx_rt import OUTPUT_NAMES
+from .shape_pins import ShapePins
 
 log = logging.getLogger(__name__)
 
@@ -74,35 +74,20 @@ class OpenVinoRuntime(Runtime):
         self._model = self._core.read_model(str(path))
         self.input_name = self._model.inputs[0].get_any_name()
         self._dynamic = _Compiled(self._core.compile_model(self._model, "CPU", self._config))
-        self._by_shape: OrderedDict[tuple[int, ...], _Compiled] | None = OrderedDict() if pin_shapes else None
-        self._seen: Counter[tuple[int, ...]] = Counter()
-        self._lock = threading.Lock()  # the cache; runs lock their own request
+        self._by_shape: ShapePins | None = ShapePins(self._pin) if pin_shapes else None
 
     def compiled_for(self, shape: tuple[int, ...], frames: int = 1) -> _Compiled:
         """The model compiled for this input shape (once `frames` of it reach PIN_AFTER), else the dynamic one."""
-        if self._by_shape is None:
-            return self._dynamic
-        with self._lock:
-            c = self._by_shape.get(shape)
-            if c is not None:
-                self._by_shape.move_to_end(shape)
-                return c
-            if len(self._seen) > 1024:  # bounded: many one-off sizes
-                self._seen.clear()
-            self._seen[shape] += frames
-            if self._seen[shape] < PIN_AFTER:
-                return self._dynamic
-            del self._seen[shape]
-            t0 = time.perf_counter()
-            model = self._model.clone()
-            model.reshape({self.input_name: list(shape)})
-            c = _Compiled(self._core.compile_model(model, "CPU", self._config))
-            log.info("openvino model compiled for input %s in %.0f ms", "x".join(map(str, shape)),
-                     (time.perf_counter() - t0) * 1e3)
-            self._by_shape[shape] = c
-            while len(self._by_shape) > MAX_SHAPE_SESSIONS:
-                self._by_shape.popitem(last=False)
-            return c
+        return self._dynamic if self._by_shape is None else self._by_shape.pinned(shape, frames, self._dynamic)
+
+    def _pin(self, shape: tuple[int, ...]) -> _Compiled:
+        t0 = time.perf_counter()
+        model = self._model.clone()
+        model.reshape({self.input_name: list(shape)})
+        c = _Compiled(self._core.compile_model(model, "CPU", self._config))
+        log.info("openvino model compiled for input %s in %.0f ms", "x".join(map(str, shape)),
+                 (time.perf_counter() - t0) * 1e3)
+        return c
 
     def infer(self, batch: np.ndarray) -> Outputs:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -115,6 +100,5 @@ class OpenVinoRuntime(Runtime):
         return s, b, k
 
     def close(self) -> None:
-        with self._lock:
-            if self._by_shape is not None:
-                self._by_shape.clear()
+        if self._by_shape is not None:
+            self._by_shape.clear()

@@ -61,7 +61,7 @@ def test_worker_pins_one_onnx_session_per_frame_shape_unless_told_not_to():
     shipped = repo / "models/weights/fsdet-m.safetensors"
     frames = calibration_frames([repo / "facestream/assets/face-demographics-walking-and-pause.mp4"], 3)
     pinned, dynamic = _worker(shipped), _worker(shipped, pin_shapes=False)
-    from models.runtimes.onnx_rt import PIN_AFTER
+    from models.runtimes.shape_pins import PIN_AFTER
 
     for _ in range(-(-PIN_AFTER // len(frames)) - 1):  # the first frames of a shape run dynamic
         pinned.detect(frames)
