@@ -185,7 +185,11 @@ def model_precision(weights: str | os.PathLike) -> str:
     """fp32 | fp16 | int8: what a model file holds (compressed variants say so in their metadata)."""
     from models.facedet.export import read_model_meta
 
-    return str((read_model_meta(weights, with_sha=False).extra or {}).get("precision", "fp32"))
+    return meta_precision(read_model_meta(weights, with_sha=False))
+
+
+def meta_precision(meta: WeightsMeta) -> str:
+    return str((meta.extra or {}).get("precision", "fp32"))
 
 
 def cpu_runtime(weights: str | os.PathLike) -> str:
@@ -294,7 +298,7 @@ def load_detector(
 
     is_onnx = wpath.suffix.lower() == ".onnx"
     meta = read_model_meta(wpath)
-    kind = pick_runtime(runtime, device, precision=str((meta.extra or {}).get("precision", "fp32")))
+    kind = pick_runtime(runtime, device, precision=meta_precision(meta))
     cfg = meta.config
     size = int(cfg.input_size if input_size is None else input_size)
     if size < 0 or size % cfg.pad_multiple:
