@@ -88,6 +88,7 @@ class OnnxRuntime(Runtime):
         self._path, self._providers, self._inter = str(path), providers, inter_threads
         # CPU: a pinned session per frame shape; profiling diagnoses the one session it was asked of
         pin = self.device == "cpu" and pin_shapes and not profile
+        self._symbolic = bool(pinned_dims(self.session, (1, 3, 1, 1)))  # a fixed-shape graph has nothing to pin
         self._by_shape: ShapePins | None = ShapePins(self._pin) if pin else None  # ORT sessions run concurrently
         # compressed variants (training/compress) say what they hold: fp32 | fp16 | int8
         self.precision = self.session.get_modelmeta().custom_metadata_map.get("precision", "fp32")
@@ -95,7 +96,7 @@ class OnnxRuntime(Runtime):
     def session_for(self, shape: tuple[int, ...], frames: int = 1):
         """The session pinned to this input shape (built once `frames` of it reach PIN_AFTER), else the
         dynamic one."""
-        if self._by_shape is None or not pinned_dims(self.session, shape):  # a fixed-shape graph: nothing to pin
+        if self._by_shape is None or not self._symbolic:
             return self.session
         return self._by_shape.pinned(shape, frames, self.session)
 
